@@ -1,0 +1,84 @@
+# Cyclozzo build.
+#
+#   make            builds bin/cyclozzo, bin/cyclozzo-pyrt and the tools
+#   make unit       builds and runs the C unit tests (tests/unit/test_*.c)
+#   make fuzz       builds the libFuzzer targets (fuzz/fuzz_*.c) with clang
+#   make SAN=1      builds everything with AddressSanitizer + UBSan
+#
+# Every src/<module>/*.c except src/cli and src/runtime goes into
+# build/libcyclozzo.a; binaries link against it. New files are picked up by
+# wildcard, so adding a module needs no edit here unless it needs a library.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -MMD -MP
+LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lpthread -lm
+
+PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
+PY_LIBS   := $(shell pkg-config --libs python3-embed)
+
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+BUILD   := build/san
+else
+BUILD   := build/rel
+endif
+
+LIB_SRC  := $(filter-out src/cli/% src/runtime/%,$(wildcard src/*/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
+RT_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/runtime/*.c))
+TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+
+all: bin/cyclozzo bin/cyclozzo-pyrt $(TOOLS)
+
+$(BUILD)/libcyclozzo.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/src/runtime/%.o: src/runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+bin/cyclozzo: $(CLI_OBJ) $(BUILD)/libcyclozzo.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcyclozzo.a $(LDLIBS)
+
+bin/cyclozzo-pyrt: $(RT_OBJ) $(BUILD)/libcyclozzo.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $(RT_OBJ) $(BUILD)/libcyclozzo.a $(PY_LIBS) $(LDLIBS)
+
+bin/%: $(BUILD)/tools/%.o $(BUILD)/libcyclozzo.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcyclozzo.a $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcyclozzo.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcyclozzo.a $(LDLIBS)
+
+unit: $(UNIT_BIN)
+	@sh tests/unit/run.sh $(UNIT_BIN)
+
+# Fuzz targets: clang with libFuzzer, ASan and UBSan, over the library sources.
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined
+build/fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+
+clean:
+	rm -rf build bin
+
+.PHONY: all unit fuzz clean
+.SECONDARY:
+-include $(shell find build -name '*.d' 2>/dev/null)

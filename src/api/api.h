@@ -1,0 +1,89 @@
+/* api.h - the App Engine API server: the /rpc_http endpoint that Google's
+ * official SDKs call, and the registry its services plug into.
+ *
+ * A request is an HTTP POST of a remote_api Request protobuf (service_name,
+ * method, request bytes, request_id = the security ticket). The server checks
+ * the ticket (ticket.h), finds the method registered for (service, method),
+ * and calls it with an api_ctx describing the calling app and request. The
+ * method fills an api_reply: response bytes, or an application error with the
+ * service's own error code, or an RPC error. The server encodes the remote_api
+ * Response.
+ *
+ * Services register at start-up with api_register(); one file per service
+ * under src/api/ (datastore_v3.c, memcache.c, ...), each exposing
+ * `void <service>_register(api_server *srv)` which the daemon calls. */
+#ifndef CZ_API_H
+#define CZ_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "core/buf.h"
+
+typedef struct api_server api_server;
+
+/* remote_api RpcError codes (apphosting/ext/remote_api/remote_api.proto). */
+enum {
+    RPC_UNKNOWN = 0,
+    RPC_CALL_NOT_FOUND = 1,
+    RPC_PARSE_ERROR = 2,
+    RPC_SECURITY_VIOLATION = 3,
+    RPC_OVER_QUOTA = 4,
+    RPC_REQUEST_TOO_LARGE = 5,
+    RPC_CAPABILITY_DISABLED = 6,
+    RPC_FEATURE_DISABLED = 7,
+    RPC_BAD_REQUEST = 8,
+    RPC_RESPONSE_TOO_LARGE = 9,
+    RPC_CANCELLED = 10,
+    RPC_REPLAY_ERROR = 11,
+    RPC_DEADLINE_EXCEEDED = 12,
+};
+
+/* Who is calling: filled from the verified ticket. */
+typedef struct {
+    const char *app_id;          /* full id with partition, e.g. "dev~guestbook" */
+    const char *version;         /* "default.1" style version id, or "" */
+    const char *ns;              /* default namespace, usually "" */
+    const char *user_email;      /* "" when no user is logged in */
+    const char *user_id;
+    int user_is_admin;
+    const char *request_id;      /* request log id the ticket was minted for */
+    int64_t deadline_us;         /* absolute CLOCK_MONOTONIC deadline (now_us()) */
+    api_server *server;
+    void *service_data;          /* the pointer given to api_register */
+} api_ctx;
+
+typedef enum { API_REPLY_OK = 0, API_REPLY_APP_ERROR, API_REPLY_RPC_ERROR } api_reply_kind;
+
+typedef struct {
+    api_reply_kind kind;
+    int code;                    /* application error code or RPC_* code */
+    char detail[512];            /* one sentence for the client */
+    buf response;                /* encoded response message when kind == OK */
+} api_reply;
+
+/* Helpers for methods. */
+void api_app_error(api_reply *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void api_rpc_error(api_reply *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+typedef void (*api_method_fn)(api_ctx *ctx, const uint8_t *req, size_t req_len, api_reply *reply);
+
+/* Register a method. service_data reaches the method as ctx->service_data. */
+void api_register(api_server *srv, const char *service, const char *method,
+                  api_method_fn fn, void *service_data);
+
+typedef struct {
+    const char *home;            /* CYCLOZZO_HOME: data and the ticket secret live here */
+    const char *host;            /* listen address, default 127.0.0.1 */
+    int port;                    /* 0 = pick a free port */
+    int threads;                 /* worker threads, default 16 */
+    size_t max_request;          /* default 32 MiB (REQUEST_TOO_LARGE above) */
+} api_server_config;
+
+/* Create the server (services may then register), then start it listening.
+ * Both return NULL / -1 with one sentence in err on failure. */
+api_server *api_server_new(const api_server_config *cfg, char *err, size_t errlen);
+int  api_server_start(api_server *srv, char *err, size_t errlen);
+int  api_server_port(const api_server *srv);
+void api_server_stop(api_server *srv);     /* stops threads, frees everything */
+
+#endif

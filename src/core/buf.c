@@ -1,0 +1,84 @@
+/* buf.c - growable byte buffer. See buf.h. */
+#include "core/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q && n) { fputs("cyclozzo: out of memory\n", stderr); abort(); }
+    return q;
+}
+
+void buf_free(buf *b) { free(b->data); b->data = NULL; b->len = b->off = b->cap = 0; }
+void buf_reset(buf *b) { b->len = b->off = 0; }
+
+void buf_reserve(buf *b, size_t extra)
+{
+    if (b->cap && b->len + extra + 1 <= b->cap) return;
+    if (b->off && b->off == b->len) { b->off = b->len = 0; if (b->cap && extra + 1 <= b->cap) return; }
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < b->len + extra + 1) ncap *= 2;
+    b->data = xrealloc(b->data, ncap);
+    b->cap = ncap;
+}
+
+void buf_append(buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void buf_puts(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+void buf_putc(buf *b, char c) { buf_append(b, &c, 1); }
+
+void buf_printf(buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0) return;
+    buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void buf_consume(buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len) b->off = b->len = 0;
+}
+
+void buf_compact(buf *b)
+{
+    if (!b->off) return;
+    memmove(b->data, b->data + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+}
+
+char *buf_cstr(buf *b)
+{
+    buf_reserve(b, 0);
+    b->data[b->len] = 0;
+    return b->data + b->off;
+}
+
+char *buf_detach(buf *b, size_t *len)
+{
+    buf_compact(b);
+    buf_reserve(b, 0);
+    b->data[b->len] = 0;
+    char *p = b->data;
+    if (len) *len = b->len;
+    b->data = NULL;
+    b->len = b->off = b->cap = 0;
+    return p;
+}

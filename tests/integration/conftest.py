@@ -1,0 +1,56 @@
+"""Shared fixtures for the integration tests.
+
+Every test drives real Cyclozzo binaries (bin/) over real sockets. Each test
+gets its own CYCLOZZO_HOME under pytest's tmp_path, so tests never share state.
+"""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "bin")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, host="127.0.0.1"):
+    """Block until something accepts on host:port, or raise."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@pytest.fixture
+def cz_home(tmp_path):
+    home = tmp_path / "czhome"
+    home.mkdir()
+    return str(home)
+
+
+@pytest.fixture
+def cz_env(cz_home):
+    env = dict(os.environ)
+    env["CYCLOZZO_HOME"] = cz_home
+    return env
+
+
+def cz(*args, env=None, check=True, timeout=120, **kw):
+    """Run bin/cyclozzo with args; returns CompletedProcess (text mode)."""
+    p = subprocess.run([os.path.join(BIN, "cyclozzo"), *args], env=env, text=True,
+                       capture_output=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"cyclozzo {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
