@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from conftest import cz, free_port, wait_port
+from conftest import assert_clean_logs, cz, free_port, wait_port
 
 ECHO_SERVER = r'''
 import json, os, sys, time
@@ -128,6 +128,7 @@ def app(tmp_path_factory):
     cz("--start", "application", "--dir", str(appdir), "--port", str(port), env=env)
     yield f"http://127.0.0.1:{port}", appdir, env, port
     cz("--stop", "application", "--port", str(port), env=env, check=False)
+    assert_clean_logs(str(home))
 
 
 def raw(port, data, timeout=5.0, read_all=True):
