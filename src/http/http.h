@@ -89,7 +89,7 @@ const http_header *http_find_header(const http_header *h, size_t n, const char *
 
 /* Incremental chunked-body decoder. Zero the struct to start. Each call reads
  * from in[0, len), sets *consumed to the bytes it used, and returns:
- *   HTTP_CHUNK_DATA   *data/*data_len point at body bytes inside `in`
+ *   HTTP_CHUNK_DATA   *data, *data_len point at body bytes inside `in`
  *   HTTP_INCOMPLETE   all input used, no data span ready: read more
  *   HTTP_CHUNK_DONE   terminal chunk and trailers consumed
  *   HTTP_ERR_BAD_REQUEST  malformed framing (bad hex, size overflow, missing CRLF)
