@@ -17,6 +17,7 @@
  * re-checks it under the slot lock while holding the GIL, and a worker ends
  * its request holding the GIL too, so an exception can never be raised into
  * the next request of the same thread. */
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "runtime/pyrt.h"

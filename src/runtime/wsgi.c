@@ -18,6 +18,7 @@
  * 304 carry no body. Socket writes happen with the GIL released. Nothing
  * reaches the socket until the first body bytes (or the end), so an error
  * before then becomes a clean 500; after, the connection is closed. */
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "runtime/pyrt.h"
