@@ -193,6 +193,9 @@ class DeadlineExceededError(BaseException):
         return 'The overall deadline for responding to the HTTP request was exceeded.'
 
 
+DeadlineExceededError.__module__ = '_cyclozzo_pyrt'
+
+
 def _deadline_class():
     """The SDK's DeadlineExceededError when the app can import it, else ours."""
     try:
@@ -313,5 +316,6 @@ def _run(script, environ, r):
         r.fail()
     except BaseException:
         import traceback
-        _rt.log(logging.ERROR, 'pyrt', traceback.format_exc())
+        _rt.log(logging.ERROR, 'cyclozzo.runtime',
+                'the application raised an exception\n' + traceback.format_exc())
         r.fail()

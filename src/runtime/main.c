@@ -13,6 +13,8 @@
 
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +115,13 @@ int main(int argc, char **argv)
     o.app_id = app_id && *app_id ? app_id : "-";
     log_init(2, lvl);
     raise_fd_limit();
+    /* SIGTERM/SIGINT are read from a signalfd by the event loop; block them
+     * before any thread exists so that no thread is killed by them. */
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
 
     char err[512];
     int64_t t0 = now_us();

@@ -268,7 +268,7 @@ int server_run(const pyrt_opts *o, char *err, size_t errlen)
     sigemptyset(&ss);
     sigaddset(&ss, SIGTERM);
     sigaddset(&ss, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &ss, NULL);  /* before any thread starts: all inherit it */
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);  /* main() blocked them before any thread started */
     srv.sfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
     if (srv.sfd < 0) { set_err(err, errlen, "cannot create a signalfd: %s", strerror(errno)); return -1; }
 
