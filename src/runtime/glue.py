@@ -156,6 +156,9 @@ _errors = None
 
 def _resolve(spec):
     """'pkg.mod.attr' or 'pkg.mod:attr' -> the object, importing pkg.mod."""
+    if spec.endswith('.py'):
+        raise ImportError('script %r is a CGI script; Cyclozzo runs WSGI applications, '
+                          'named module.attribute (e.g. main.app)' % spec)
     if ':' in spec:
         mod, _, attr = spec.partition(':')
     else:
@@ -280,6 +283,22 @@ def serve(script, environ, r):
 
 
 def _serve(script, environ, r):
+    try:
+        if script and script != 'auto' and script not in _apps:
+            # first use of this script: import it in the process environment,
+            # so import-time snapshots of os.environ (wrap_wsgi_app takes
+            # one) never hold this request's user or ticket
+            if os.environ is _environ:
+                _install(None)
+            else:
+                _install(dict(_environ._base))
+        app = _app_for(script)
+    except BaseException:
+        import traceback
+        _rt.log(logging.ERROR, 'cyclozzo.runtime',
+                'cannot load the handler script %r\n' % (script,) + traceback.format_exc())
+        r.fail()
+        return
     environ['wsgi.errors'] = _errors
     environ['wsgi.multithread'] = _multithread
     _install(_request_environ(environ))
@@ -290,16 +309,15 @@ def _serve(script, environ, r):
             gctx.init_from_wsgi_environ(environ)
         if stub is not None:
             stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(True)
-        _run(script, environ, r)
+        _run(app, environ, r)
     finally:
         if stub is not None:
             stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(False)
         _install(None)
 
 
-def _run(script, environ, r):
+def _run(app, environ, r):
     try:
-        app = _app_for(script)
         result = app(environ, r.start_response)
         try:
             if isinstance(result, (list, tuple)):

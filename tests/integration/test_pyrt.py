@@ -573,7 +573,11 @@ wrapped = wrap_wsgi_app(raw)
 def sdk_rt(tmp_path):
     if not os.path.isdir(TESTENV):
         pytest.skip("build/testenv missing: run ./scripts/testenv.sh")
-    d = write_app(tmp_path / "app", {"main.py": SDK_APP})
+    d = write_app(tmp_path / "app", {"main.py": SDK_APP, "lazy.py": """
+        from google.appengine.api import wrap_wsgi_app
+        from main import raw
+        app = wrap_wsgi_app(raw)
+    """})
     rt = Runtime(tmp_path, d, "--entry", "main:raw", "--threads", "4", venv=TESTENV)
     yield rt
     rt.stop()
@@ -601,7 +605,21 @@ def test_sdk_sees_request_environment(sdk_rt, script):
     assert e["app_id"] == "guestbook"
 
 
-@pytest.mark.parametrize("script", ["main.raw", "main.wrapped"])
+def test_sdk_lazily_imported_script_keeps_no_request_state(sdk_rt):
+    # lazy.py calls wrap_wsgi_app (which snapshots os.environ) while it is
+    # imported by a request of a signed-in user: later requests must not
+    # inherit that user
+    hdrs = {"X-Cyclozzo-Script": "lazy.app", "X-AppEngine-User-Email": "eve@example.com",
+            "X-AppEngine-Api-Ticket": "t-eve"}
+    e = sdk_rt.request("GET", "/", headers=hdrs).json()
+    assert e["email"] == "eve@example.com" and e["ticket"] == "t-eve"
+    e = sdk_rt.request("GET", "/", headers={"X-Cyclozzo-Script": "lazy.app"}).json()
+    assert e["email"] is None and e["ticket"] is None and e["app_id"] == "guestbook"
+    e = sdk_rt.request("GET", "/", headers={"X-Cyclozzo-Script": "main.raw"}).json()
+    assert e["email"] is None and e["app_id"] == "guestbook"
+
+
+@pytest.mark.parametrize("script", ["main.raw", "main.wrapped", "lazy.app"])
 def test_sdk_environment_is_per_thread(sdk_rt, script):
     results = {}
 
