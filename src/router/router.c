@@ -100,7 +100,7 @@ static void access_log(rconn *c)
     double ms = (double)(now_us() - c->req_start_us) / 1000.0;
     const char *tilde = strchr(t->r->c.app_id, '~');
     /* Same shape as log.h lines; buffered per thread and flushed each loop turn. */
-    char ts[40];
+    char ts[64];
     struct timespec now;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -425,16 +425,17 @@ static void body_complete(rconn *c)
  * Returns -1 if the connection was closed (c is freed). */
 static int conn_progress(rconn *c)
 {
-    rthread *t = c->t;
-    for (int guard = 0; guard < 1000; guard++) {
+    for (;;) {
         /* Output first. */
         if (buf_unread(&c->out) || c->file_fd >= 0) {
             int f = conn_flush(c);
             if (f < 0) { conn_close(c); return -1; }
-            if (f == 0) {
-                if (c->state != CS_BODY && c->state != CS_HEAD) return 0;
+            if (f == 1 && c->state == CS_PROXY) {
+                /* Room again: relay more of the response, then write it. */
+                proxy_client_drained(c);
+                if (buf_unread(&c->out)) continue;
             }
-            if (f == 1 && c->state == CS_PROXY) proxy_client_drained(c);
+            if (f == 0 && c->state != CS_BODY && c->state != CS_HEAD) return 0;
         }
         if (c->state == CS_SEND && !buf_unread(&c->out) && (c->file_fd < 0 || c->file_off >= c->file_end)) {
             if (conn_response_done(c) < 0) return -1;
@@ -502,8 +503,8 @@ static int conn_progress(rconn *c)
             if (rr == 0) return 0;
             continue;
         }
+        return 0;
     }
-    return 0;
 }
 
 /* Entry point from the event loop and from proxy.c: -1 if c was closed. */
@@ -614,6 +615,13 @@ router *router_new(const router_config *c, char *err, size_t errlen)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     r->nthreads = c->threads > 0 ? c->threads : (int)(cpus > 0 ? cpus : 1);
     r->threads = xcalloc((size_t)r->nthreads, sizeof *r->threads);
+    r->appdir_fd = open(c->cfg->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (r->appdir_fd < 0) {
+        set_err(err, errlen, "cannot open the app directory %s: %s", c->cfg->dir, strerror(errno));
+        free(r->threads);
+        free(r);
+        return NULL;
+    }
     struct sockaddr_storage ss;
     socklen_t sl;
     memset(&ss, 0, sizeof ss);
@@ -702,6 +710,7 @@ void router_free(router *r)
         if (t->epfd >= 0) close(t->epfd);
         if (t->wake_fd >= 0) close(t->wake_fd);
     }
+    if (r->appdir_fd >= 0) close(r->appdir_fd);
     free(r->threads);
     free(r);
 }

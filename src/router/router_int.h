@@ -110,6 +110,7 @@ struct router {
     router_config c;
     int nthreads;
     rthread *threads;
+    int appdir_fd;                 /* O_PATH descriptor of the app directory */
     volatile int stopping;
 };
 
