@@ -49,6 +49,9 @@ $(BUILD)/src/runtime/%.o: src/runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PY_CFLAGS) -c $< -o $@
 
+# glue.c includes the runtime's Python half verbatim (.incbin).
+$(BUILD)/src/runtime/glue.o: src/runtime/glue.py
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
