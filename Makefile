@@ -35,7 +35,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-all: bin/cyclozzo bin/cyclozzo-pyrt $(TOOLS)
+all: bin/cyclozzo $(if $(RT_OBJ),bin/cyclozzo-pyrt) $(TOOLS)
 
 $(BUILD)/libcyclozzo.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
