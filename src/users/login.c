@@ -1,0 +1,404 @@
+/* login.c - /_ah/login, /_ah/logout, the current user and sign-in limits.
+ * See login.h.
+ *
+ * GET /_ah/login shows the form (continue kept in a hidden field). POST
+ * checks the form: in development mode any valid email (admin from the
+ * checkbox), otherwise accounts_verify (scrypt). On success the session
+ * cookie is set and the answer is a 302 to the safe continue URL; a wrong
+ * email or password shows the form again with one message and 401. A POST
+ * whose Origin is not this site is refused (no sign-in by a foreign page).
+ * Failed sign-ins are counted per email in a fixed table; past the limit
+ * the answer is 429 with the wait, before any password work. */
+#include "users/login.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "users/session.h"
+
+#define FAIL_SLOTS      256
+#define FAIL_FREE       5          /* failures before a lockout */
+#define FAIL_MAX_WAIT_S 300
+#define FAIL_FORGET_MS  (15 * 60 * 1000)
+#define FORM_FIELD_MAX  2048
+
+typedef struct {
+    char email[USERS_EMAIL_MAX + 1];
+    int fails;
+    int64_t last_ms;
+    int64_t until_ms;
+} fail_slot;
+
+struct users_ctx {
+    char *home;
+    int dev;
+    uint8_t session_key[USERS_KEY_LEN];
+    uint8_t id_key[USERS_KEY_LEN];
+    pthread_mutex_t mu;
+    fail_slot fails[FAIL_SLOTS];
+};
+
+users_ctx *users_ctx_new(const char *home, int dev, char *err, size_t errlen)
+{
+    users_ctx *u = xcalloc(1, sizeof *u);
+    if (users_key_load(home, "session.key", u->session_key, err, errlen) < 0 ||
+        users_key_load(home, "users.key", u->id_key, err, errlen) < 0) {
+        OPENSSL_cleanse(u, sizeof *u);
+        free(u);
+        return NULL;
+    }
+    u->home = xstrdup(home);
+    u->dev = dev;
+    pthread_mutex_init(&u->mu, NULL);
+    return u;
+}
+
+void users_ctx_free(users_ctx *u)
+{
+    if (!u) return;
+    pthread_mutex_destroy(&u->mu);
+    free(u->home);
+    OPENSSL_cleanse(u, sizeof *u);
+    free(u);
+}
+
+static void fill_user(const users_ctx *u, const char *email, int admin, users_user *out)
+{
+    snprintf(out->email, sizeof out->email, "%s", email);
+    users_user_id(u->id_key, email, out->id);
+    const char *at = strchr(email, '@');
+    if (at && !strcmp(at + 1, USERS_AUTH_DOMAIN)) snprintf(out->nickname, sizeof out->nickname, "%.*s", (int)(at - email), email);
+    else snprintf(out->nickname, sizeof out->nickname, "%s", email);
+    out->admin = admin ? 1 : 0;
+}
+
+int users_from_cookie(const users_ctx *u, const char *hdr, size_t len, int64_t now_s, users_user *out)
+{
+    const char *v;
+    size_t vl;
+    if (!users_cookie_find(hdr, len, USERS_COOKIE_NAME, &v, &vl)) return 0;
+    users_session s;
+    if (!users_session_verify(u->session_key, v, vl, now_s, &s)) return 0;
+    fill_user(u, s.email, s.admin, out);
+    return 1;
+}
+
+int users_page(const char *path, size_t len)
+{
+    if (strn_case_eq(path, len, "/_ah/login")) return USERS_PAGE_LOGIN;
+    if (strn_case_eq(path, len, "/_ah/logout")) return USERS_PAGE_LOGOUT;
+    return USERS_PAGE_NONE;
+}
+
+/* ---- parsing ---- */
+
+static int hexv(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+long users_form_value(const char *data, size_t len, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    if (!data || !outlen) return -1;
+    while (i <= len) {
+        size_t s = i;
+        while (i < len && data[i] != '&') i++;
+        size_t e = i;
+        i++;
+        const char *eq = memchr(data + s, '=', e - s);
+        size_t kl = eq ? (size_t)(eq - (data + s)) : e - s;
+        if (kl != nl || memcmp(data + s, name, nl) != 0) continue;
+        const char *v = eq ? eq + 1 : data + e;
+        size_t vl = (size_t)(data + e - v);
+        size_t o = 0;
+        for (size_t k = 0; k < vl; k++) {
+            int ch = (unsigned char)v[k];
+            if (ch == '+') ch = ' ';
+            else if (ch == '%') {
+                if (k + 2 >= vl) return -2;
+                int a = hexv((unsigned char)v[k + 1]), b = hexv((unsigned char)v[k + 2]);
+                if (a < 0 || b < 0) return -2;
+                ch = a << 4 | b;
+                k += 2;
+            }
+            if (ch == 0 || o + 1 >= outlen) return -2;
+            out[o++] = (char)ch;
+        }
+        out[o] = 0;
+        return (long)o;
+    }
+    return -1;
+}
+
+void users_safe_continue(const char *url, const char *host, size_t host_len, char *out, size_t outlen)
+{
+    size_t n = url ? strlen(url) : 0;
+    int ok = n > 0 && n < outlen;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char ch = (unsigned char)url[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '\\') ok = 0;
+    }
+    if (ok) {
+        if (url[0] == '/') ok = url[1] != '/';
+        else {
+            size_t pl = !strncasecmp(url, "http://", 7) ? 7 : !strncasecmp(url, "https://", 8) ? 8 : 0;
+            ok = pl > 0 && host && host_len > 0;
+            if (ok) {
+                const char *a = url + pl;
+                size_t al = strcspn(a, "/?#");
+                ok = al == host_len && strncasecmp(a, host, host_len) == 0 && !memchr(a, '@', al);
+            }
+        }
+    }
+    snprintf(out, outlen, "%s", ok ? url : "/");
+}
+
+/* ---- failed sign-ins ---- */
+
+static fail_slot *slot_for(users_ctx *u, const char *email)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = email; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return &u->fails[h % FAIL_SLOTS];
+}
+
+/* Seconds the email must still wait, 0 when it may try. */
+static int64_t locked_for(users_ctx *u, const char *email, int64_t now)
+{
+    pthread_mutex_lock(&u->mu);
+    fail_slot *s = slot_for(u, email);
+    int64_t wait = 0;
+    if (!strcmp(s->email, email) && s->until_ms > now) wait = (s->until_ms - now + 999) / 1000;
+    pthread_mutex_unlock(&u->mu);
+    return wait;
+}
+
+static void note_result(users_ctx *u, const char *email, int ok, int64_t now)
+{
+    pthread_mutex_lock(&u->mu);
+    fail_slot *s = slot_for(u, email);
+    if (strcmp(s->email, email) || now - s->last_ms > FAIL_FORGET_MS) {
+        memset(s, 0, sizeof *s);
+        snprintf(s->email, sizeof s->email, "%s", email);
+    }
+    if (ok) memset(s, 0, sizeof *s);
+    else {
+        s->fails++;
+        s->last_ms = now;
+        if (s->fails >= FAIL_FREE) {
+            int k = s->fails - FAIL_FREE;
+            int64_t wait = k >= 8 ? FAIL_MAX_WAIT_S : (int64_t)2 << k;
+            if (wait > FAIL_MAX_WAIT_S) wait = FAIL_MAX_WAIT_S;
+            s->until_ms = now + wait * 1000;
+        }
+    }
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* ---- pages ---- */
+
+static void esc(buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': buf_puts(b, "&lt;"); break;
+        case '>': buf_puts(b, "&gt;"); break;
+        case '&': buf_puts(b, "&amp;"); break;
+        case '"': buf_puts(b, "&quot;"); break;
+        case '\'': buf_puts(b, "&#39;"); break;
+        default: buf_putc(b, *s);
+        }
+    }
+}
+
+static const char STYLE[] =
+    "<style>body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}"
+    "main{max-width:22rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:8px;"
+    "box-shadow:0 1px 4px rgba(0,0,0,.15)}h1{font-size:1.3rem;margin-top:0}"
+    "label{display:block;margin:.8rem 0 .2rem}input[type=email],input[type=password]{width:100%;"
+    "box-sizing:border-box;padding:.5rem;font-size:1rem}button{margin-top:1.2rem;padding:.5rem 1.2rem;"
+    "font-size:1rem}.err{color:#b00020;background:#fdecea;padding:.5rem;border-radius:4px}"
+    ".note{color:#555;font-size:.9rem}</style>";
+
+static void page_start(buf *b, const char *title)
+{
+    buf_puts(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+                "content=\"width=device-width\"><title>");
+    esc(b, title);
+    buf_printf(b, "</title>%s</head><body><main>\n", STYLE);
+}
+
+static void login_form(const users_ctx *u, buf *b, const char *cont, const char *email, const char *msg)
+{
+    page_start(b, "Sign in");
+    buf_puts(b, "<h1>Sign in</h1>\n");
+    if (msg) { buf_puts(b, "<p class=\"err\" role=\"alert\">"); esc(b, msg); buf_puts(b, "</p>\n"); }
+    if (u->dev) buf_puts(b, "<p class=\"note\">Development mode: any email address signs in, without a password.</p>\n");
+    buf_puts(b, "<form method=\"post\" action=\"/_ah/login\">\n<label for=\"email\">Email</label>"
+                "<input type=\"email\" id=\"email\" name=\"email\" required autofocus value=\"");
+    esc(b, email ? email : "");
+    buf_puts(b, "\">\n");
+    if (u->dev)
+        buf_puts(b, "<label><input type=\"checkbox\" name=\"admin\" value=\"True\"> Sign in as administrator</label>\n");
+    else
+        buf_puts(b, "<label for=\"password\">Password</label>"
+                    "<input type=\"password\" id=\"password\" name=\"password\" required autocomplete=\"current-password\">\n");
+    buf_puts(b, "<input type=\"hidden\" name=\"continue\" value=\"");
+    esc(b, cont);
+    buf_puts(b, "\">\n<button type=\"submit\">Sign in</button>\n</form>\n</main></body></html>\n");
+}
+
+void users_forbidden_page(const users_user *who, const char *url, buf *body)
+{
+    page_start(body, "Forbidden");
+    buf_puts(body, "<h1>Administrators only</h1>\n<p>You are signed in as <b>");
+    esc(body, who->email);
+    buf_puts(body, "</b>, who is not an administrator of this application.</p>\n<p><a href=\"/_ah/logout?continue=");
+    /* /_ah/login?continue=<url>, percent-encoded twice over as a query value. */
+    buf inner = BUF_INIT;
+    buf_puts(&inner, "/_ah/login?continue=");
+    static const char hx[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p))
+            buf_putc(&inner, (char)*p);
+        else { buf_putc(&inner, '%'); buf_putc(&inner, hx[*p >> 4]); buf_putc(&inner, hx[*p & 15]); }
+    }
+    for (const unsigned char *p = (const unsigned char *)buf_cstr(&inner); *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~/", *p))
+            buf_putc(body, (char)*p);
+        else { buf_putc(body, '%'); buf_putc(body, hx[*p >> 4]); buf_putc(body, hx[*p & 15]); }
+    }
+    buf_free(&inner);
+    buf_puts(body, "\">Sign in as someone else</a></p>\n</main></body></html>\n");
+}
+
+static void cookie_header(buf *h, const char *value, int64_t max_age)
+{
+    buf_printf(h, "Set-Cookie: %s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax\r\n", USERS_COOKIE_NAME, value,
+               (long long)max_age);
+}
+
+static void redirect(users_resp *r, const char *cont, const users_req *rq)
+{
+    char safe[4096];
+    users_safe_continue(cont, rq->host, rq->host_len, safe, sizeof safe);
+    r->status = 302;
+    buf_printf(&r->head, "Location: %s\r\n", safe);
+}
+
+/* Same-origin check for the POST: an Origin, when sent, must name this Host. */
+static int origin_ok(const users_req *rq)
+{
+    if (!rq->origin) return 1;
+    const char *o = rq->origin;
+    size_t n = rq->origin_len, pl = 0;
+    if (n >= 7 && !strncasecmp(o, "http://", 7)) pl = 7;
+    else if (n >= 8 && !strncasecmp(o, "https://", 8)) pl = 8;
+    if (!pl || !rq->host) return 0;
+    return n - pl == rq->host_len && !strncasecmp(o + pl, rq->host, rq->host_len);
+}
+
+static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
+{
+    char email[FORM_FIELD_MAX], pw[FORM_FIELD_MAX], cont[FORM_FIELD_MAX], adm[16];
+    if (users_form_value(rq->body, rq->body_len, "continue", cont, sizeof cont) < 0) snprintf(cont, sizeof cont, "/");
+    if (!origin_ok(rq)) {
+        r->status = 403;
+        login_form(u, &r->body, cont, NULL, "This sign-in form was sent from another site, so it was refused.");
+        return;
+    }
+    long el = users_form_value(rq->body, rq->body_len, "email", email, sizeof email);
+    long pl = users_form_value(rq->body, rq->body_len, "password", pw, sizeof pw);
+    char norm[USERS_EMAIL_MAX + 1], err[256];
+    if (el <= 0 || users_email_normalise(email, norm, err, sizeof err) < 0) {
+        r->status = 400;
+        login_form(u, &r->body, cont, el > 0 ? email : NULL, el <= 0 ? "Enter your email address." : err);
+        return;
+    }
+    int admin = 0;
+    if (u->dev) {
+        admin = users_form_value(rq->body, rq->body_len, "admin", adm, sizeof adm) > 0;
+    } else {
+        int64_t now = now_ms();
+        int64_t wait = locked_for(u, norm, now);
+        if (wait > 0) {
+            r->status = 429;
+            buf_printf(&r->head, "Retry-After: %lld\r\n", (long long)wait);
+            char m[160];
+            snprintf(m, sizeof m, "Too many failed sign-ins for this account; wait %lld seconds and try again.", (long long)wait);
+            login_form(u, &r->body, cont, norm, m);
+            return;
+        }
+        users_account a;
+        int v = pl > 0 ? accounts_verify(u->home, norm, pw, &a, err, sizeof err) : 0;
+        OPENSSL_cleanse(pw, sizeof pw);
+        if (v < 0) {
+            log_error("users", "msg=\"cannot check a sign-in\" reason=%s", log_q(err));
+            r->status = 500;
+            login_form(u, &r->body, cont, norm, "Sign-in is not available: the accounts file cannot be read.");
+            return;
+        }
+        note_result(u, norm, v == 1, now_ms());
+        if (v != 1) {
+            log_info("users", "msg=\"failed sign-in\" email=%s", log_q(norm));
+            r->status = 401;
+            login_form(u, &r->body, cont, norm, "The email address or password is incorrect.");
+            return;
+        }
+        admin = a.admin;
+    }
+    char cookie[USERS_COOKIE_MAX + 1];
+    int64_t now_s = wall_us() / 1000000;
+    if (users_session_sign(u->session_key, norm, admin, now_s + USERS_SESSION_TTL_S, cookie, sizeof cookie) < 0) {
+        r->status = 400;
+        login_form(u, &r->body, cont, norm, "This email address cannot be used to sign in.");
+        return;
+    }
+    log_info("users", "msg=\"signed in\" email=%s admin=%d", log_q(norm), admin);
+    cookie_header(&r->head, cookie, USERS_SESSION_TTL_S);
+    redirect(r, cont, rq);
+}
+
+void users_handle(users_ctx *u, int page, const users_req *rq, users_resp *r)
+{
+    int get = strn_case_eq(rq->method, rq->method_len, "GET") || strn_case_eq(rq->method, rq->method_len, "HEAD");
+    int post = strn_case_eq(rq->method, rq->method_len, "POST");
+    char cont[FORM_FIELD_MAX];
+    if (users_form_value(rq->query, rq->query ? rq->query_len : 0, "continue", cont, sizeof cont) < 0)
+        snprintf(cont, sizeof cont, "/");
+    buf_puts(&r->head, "Cache-Control: no-store\r\n");
+    if (page == USERS_PAGE_LOGOUT) {
+        if (!get && !post) { r->status = 405; buf_puts(&r->head, "Allow: GET, HEAD, POST\r\n"); return; }
+        cookie_header(&r->head, "", 0);
+        redirect(r, cont, rq);
+        return;
+    }
+    if (post) { do_login_post(u, rq, r); return; }
+    if (!get) {
+        r->status = 405;
+        buf_puts(&r->head, "Allow: GET, HEAD, POST\r\n");
+        page_start(&r->body, "Method not allowed");
+        buf_puts(&r->body, "<h1>Method not allowed</h1><p>The sign-in page answers GET and POST.</p></main></body></html>\n");
+        return;
+    }
+    r->status = 200;
+    login_form(u, &r->body, cont, rq->user ? rq->user->email : NULL, NULL);
+}
+
+void users_resp_free(users_resp *r)
+{
+    buf_free(&r->head);
+    buf_free(&r->body);
+}
