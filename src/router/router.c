@@ -334,7 +334,8 @@ static void refuse_non_admin(rconn *c, const http_request *req)
     if (request_url(c, req, url, sizeof url) < 0) { conn_send_error(c, 414, NULL); return; }
     buf body = BUF_INIT;
     users_forbidden_page(&c->user, url, &body);
-    conn_send_page(c, 403, "Cache-Control: no-store\r\n", 26, buf_rp(&body), buf_unread(&body));
+    static const char head[] = "Cache-Control: no-store\r\n";
+    conn_send_page(c, 403, head, sizeof head - 1, buf_rp(&body), buf_unread(&body));
     buf_free(&body);
 }
 
@@ -511,7 +512,7 @@ static int read_body(rconn *c)
             if (c->body_len > r->c.max_body || (c->users_page && c->body_len > USERS_BODY_MAX)) {
                 buf_consume(&c->in, used);
                 c->close_after = 1;
-                conn_send_error(c, 413, "The request body is larger than 32 MiB.");
+                conn_send_error(c, 413, c->users_page ? "A sign-in form is never this large." : "The request body is larger than 32 MiB.");
                 return -1;
             }
             if (dst) buf_append(dst, data, dlen);
