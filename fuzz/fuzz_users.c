@@ -66,10 +66,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (users_email_normalise(z, norm, err, sizeof err) == 0) {
         ASSERT(users_email_normalise(norm, again, err, sizeof err) == 0 && !strcmp(norm, again));
         char ck[USERS_COOKIE_MAX + 1];
-        if (users_session_sign(KEY, norm, (int)(size & 1), 1000, ck, sizeof ck) == 0) {
+        if (users_session_sign(KEY, norm, (int)(size & 1), 1000, "0a1b2c", ck, sizeof ck) == 0) {
             size_t cl = strlen(ck);
             ASSERT(users_session_verify(KEY, ck, cl, 999, &s) == 1);
-            ASSERT(!strcmp(s.email, norm) && s.admin == (int)(size & 1) && s.expires == 1000);
+            ASSERT(!strcmp(s.email, norm) && s.admin == (int)(size & 1) && s.expires == 1000 && !strcmp(s.stamp, "0a1b2c"));
             ASSERT(users_session_verify(KEY, ck, cl, 1000, &s) == 0);
             ck[size % cl] ^= 0x01;
             ASSERT(users_session_verify(KEY, ck, cl, 999, &s) == 0);

@@ -347,6 +347,17 @@ int accounts_remove(const char *home, const char *email, char *err, size_t errle
     return rc;
 }
 
+static void stamp_of(const char *hash, char out[USERS_STAMP_LEN + 1])
+{
+    uint8_t d[32];
+    unsigned int dl = sizeof d;
+    EVP_Digest(hash, strlen(hash), d, &dl, EVP_sha256(), NULL);
+    char hx[65];
+    hex_encode(d, sizeof d, hx);
+    memcpy(out, hx, USERS_STAMP_LEN);
+    out[USERS_STAMP_LEN] = 0;
+}
+
 int accounts_list(const char *home, void (*fn)(const users_account *a, void *arg), void *arg,
                   char *err, size_t errlen)
 {
@@ -357,6 +368,7 @@ int accounts_list(const char *home, void (*fn)(const users_account *a, void *arg
     for (size_t i = 0; i < nl; i++) {
         users_account a = {.admin = lines[i].admin};
         snprintf(a.email, sizeof a.email, "%s", lines[i].email);
+        stamp_of(lines[i].hash, a.stamp);
         fn(&a, arg);
     }
     free(text);
@@ -374,7 +386,11 @@ static int lookup(const char *home, const char *norm, users_account *out, char *
     for (size_t i = 0; i < nl && !found; i++)
         if (!strcmp(lines[i].email, norm)) {
             found = 1;
-            if (out) { snprintf(out->email, sizeof out->email, "%s", norm); out->admin = lines[i].admin; }
+            if (out) {
+                snprintf(out->email, sizeof out->email, "%s", norm);
+                out->admin = lines[i].admin;
+                stamp_of(lines[i].hash, out->stamp);
+            }
             if (hash) *hash = xstrdup(lines[i].hash);
         }
     free(text);

@@ -27,10 +27,14 @@
 #define USERS_KEY_LEN       32
 #define USERS_PASSWORD_MIN  8
 #define USERS_PASSWORD_MAX  1024
+#define USERS_STAMP_LEN     16      /* hex digits */
 
 typedef struct {
     char email[USERS_EMAIL_MAX + 1];
     int admin;
+    /* First 16 hex digits of SHA-256 of the account's line hash: changes
+     * with every password set (new salt), so sessions can be tied to it. */
+    char stamp[USERS_STAMP_LEN + 1];
 } users_account;
 
 /* Lower-cases and validates an email address (local@domain, ASCII letters,

@@ -11,11 +11,13 @@
  * the answer is 429 with the wait, before any password work. */
 #include "users/login.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 
@@ -43,6 +45,15 @@ struct users_ctx {
     uint8_t id_key[USERS_KEY_LEN];
     pthread_mutex_t mu;
     fail_slot fails[FAIL_SLOTS];
+
+    /* The accounts file as last read, reloaded when its inode, size or
+     * mtime change (the CLI replaces it by rename, so every edit shows). */
+    char *acc_path;
+    pthread_rwlock_t acc_lock;
+    int acc_loaded, acc_exists;
+    struct stat acc_st;
+    users_account *acc;
+    size_t nacc, capacc;
 };
 
 users_ctx *users_ctx_new(const char *home, int dev, char *err, size_t errlen)
@@ -56,7 +67,9 @@ users_ctx *users_ctx_new(const char *home, int dev, char *err, size_t errlen)
     }
     u->home = xstrdup(home);
     u->dev = dev;
+    u->acc_path = xasprintf("%s/users/accounts", home);
     pthread_mutex_init(&u->mu, NULL);
+    pthread_rwlock_init(&u->acc_lock, NULL);
     return u;
 }
 
@@ -64,6 +77,9 @@ void users_ctx_free(users_ctx *u)
 {
     if (!u) return;
     pthread_mutex_destroy(&u->mu);
+    pthread_rwlock_destroy(&u->acc_lock);
+    free(u->acc);
+    free(u->acc_path);
     free(u->home);
     OPENSSL_cleanse(u, sizeof *u);
     free(u);
@@ -79,14 +95,74 @@ static void fill_user(const users_ctx *u, const char *email, int admin, users_us
     out->admin = admin ? 1 : 0;
 }
 
-int users_from_cookie(const users_ctx *u, const char *hdr, size_t len, int64_t now_s, users_user *out)
+static void collect(const users_account *a, void *arg)
+{
+    users_ctx *u = arg;
+    if (u->nacc == u->capacc) {
+        u->capacc = u->capacc ? 2 * u->capacc : 16;
+        u->acc = xrealloc(u->acc, u->capacc * sizeof *u->acc);
+    }
+    u->acc[u->nacc++] = *a;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static int find_cached(const users_ctx *u, const char *email, users_account *out)
+{
+    for (size_t i = 0; i < u->nacc; i++)
+        if (!strcmp(u->acc[i].email, email)) { *out = u->acc[i]; return 1; }
+    return 0;
+}
+
+/* The account as the file says now: 1 and *out, or 0 when there is none. */
+static int current_account(users_ctx *u, const char *email, users_account *out)
+{
+    struct stat st;
+    int exists = stat(u->acc_path, &st) == 0;
+    pthread_rwlock_rdlock(&u->acc_lock);
+    if (u->acc_loaded && exists == u->acc_exists && (!exists || same_file(&st, &u->acc_st))) {
+        int found = find_cached(u, email, out);
+        pthread_rwlock_unlock(&u->acc_lock);
+        return found;
+    }
+    pthread_rwlock_unlock(&u->acc_lock);
+    pthread_rwlock_wrlock(&u->acc_lock);
+    char err[512];
+    u->nacc = 0;
+    if (accounts_list(u->home, collect, u, err, sizeof err) < 0) {
+        log_error("users", "msg=\"cannot read accounts; nobody is signed in\" reason=%s", log_q(err));
+        u->nacc = 0;
+    }
+    u->acc_loaded = 1;
+    u->acc_exists = exists;
+    if (exists) u->acc_st = st;
+    int found = find_cached(u, email, out);
+    pthread_rwlock_unlock(&u->acc_lock);
+    return found;
+}
+
+int users_from_cookie(users_ctx *u, const char *hdr, size_t len, int64_t now_s, users_user *out)
 {
     const char *v;
     size_t vl;
     if (!users_cookie_find(hdr, len, USERS_COOKIE_NAME, &v, &vl)) return 0;
     users_session s;
     if (!users_session_verify(u->session_key, v, vl, now_s, &s)) return 0;
-    fill_user(u, s.email, s.admin, out);
+    int admin = s.admin;
+    if (u->dev) {
+        if (strcmp(s.stamp, "dev") != 0) return 0;
+    } else {
+        /* The account must still exist with the same password; its admin
+         * flag is read from the file, so changes apply at once. */
+        users_account a;
+        if (!current_account(u, s.email, &a) || strcmp(a.stamp, s.stamp) != 0) return 0;
+        admin = a.admin;
+    }
+    fill_user(u, s.email, admin, out);
     return 1;
 }
 
@@ -328,6 +404,7 @@ static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
         return;
     }
     int admin = 0;
+    char stamp[USERS_STAMP_LEN + 1] = "dev";
     if (u->dev) {
         admin = users_form_value(rq->body, rq->body_len, "admin", adm, sizeof adm) > 0;
     } else {
@@ -358,10 +435,11 @@ static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
             return;
         }
         admin = a.admin;
+        memcpy(stamp, a.stamp, sizeof stamp);
     }
     char cookie[USERS_COOKIE_MAX + 1];
     int64_t now_s = wall_us() / 1000000;
-    if (users_session_sign(u->session_key, norm, admin, now_s + USERS_SESSION_TTL_S, cookie, sizeof cookie) < 0) {
+    if (users_session_sign(u->session_key, norm, admin, now_s + USERS_SESSION_TTL_S, stamp, cookie, sizeof cookie) < 0) {
         r->status = 400;
         login_form(u, &r->body, cont, norm, "This email address cannot be used to sign in.");
         return;

@@ -37,8 +37,12 @@ typedef struct {
     int admin;
 } users_user;
 
-/* The user a Cookie header value signs in, if any: 1 and *out filled, or 0. */
-int users_from_cookie(const users_ctx *u, const char *hdr, size_t len, int64_t now_s, users_user *out);
+/* The user a Cookie header value signs in, if any: 1 and *out filled, or 0.
+ * Outside development mode the account must still exist with the password
+ * the session was made with, and its admin flag comes from the accounts
+ * file (re-read when it changes), so --remove-user and --add-user apply to
+ * open sessions at once. */
+int users_from_cookie(users_ctx *u, const char *hdr, size_t len, int64_t now_s, users_user *out);
 
 enum { USERS_PAGE_NONE = 0, USERS_PAGE_LOGIN, USERS_PAGE_LOGOUT };
 /* Which users page a decoded path is. */

@@ -1,6 +1,6 @@
 /* session.c - signing and checking the session cookie. See session.h.
  *
- * The MAC covers "v1:EMAIL:ADMIN:EXPIRES" exactly as sent, so there is no
+ * The MAC covers "v1:EMAIL:ADMIN:EXPIRES:STAMP" exactly as sent, so there is no
  * canonicalisation to get wrong: any changed byte fails the constant-time
  * comparison. After the MAC, the fields are parsed strictly (the email must
  * be normalised already, ADMIN 0 or 1, EXPIRES digits) and the expiry is
@@ -28,12 +28,19 @@ static void mac_hex(const uint8_t key[USERS_KEY_LEN], const char *p, size_t n, c
     out[MAC_HEX] = 0;
 }
 
+static int stamp_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= USERS_STAMP_LEN && strspn(s, "0123456789abcdefghijklmnopqrstuvwxyz") == n;
+}
+
 int users_session_sign(const uint8_t key[USERS_KEY_LEN], const char *email, int admin, int64_t expires,
-                       char *out, size_t outlen)
+                       const char *stamp, char *out, size_t outlen)
 {
     char norm[USERS_EMAIL_MAX + 1], e[8];
-    if (users_email_normalise(email, norm, e, sizeof e) < 0 || strcmp(norm, email) || expires < 0) return -1;
-    int n = snprintf(out, outlen, PREFIX "%s:%d:%lld:", email, admin ? 1 : 0, (long long)expires);
+    if (users_email_normalise(email, norm, e, sizeof e) < 0 || strcmp(norm, email) || expires < 0 || !stamp_ok(stamp))
+        return -1;
+    int n = snprintf(out, outlen, PREFIX "%s:%d:%lld:%s:", email, admin ? 1 : 0, (long long)expires, stamp);
     if (n < 0 || (size_t)n + MAC_HEX + 1 > outlen || (size_t)n + MAC_HEX > USERS_COOKIE_MAX) return -1;
     mac_hex(key, out, (size_t)n - 1, out + n);
     return 0;
@@ -50,11 +57,14 @@ int users_session_verify(const uint8_t key[USERS_KEY_LEN], const char *value, si
     mac_hex(key, value, body, want);
     if (CRYPTO_memcmp(want, value + body + 1, MAC_HEX) != 0) return 0;
 
-    /* Authentic: now parse "EMAIL:ADMIN:EXPIRES". */
+    /* Authentic: now parse "EMAIL:ADMIN:EXPIRES:STAMP". */
     char f[USERS_COOKIE_MAX + 1];
     size_t fl = body - (sizeof PREFIX - 1);
     memcpy(f, value + sizeof PREFIX - 1, fl);
     f[fl] = 0;
+    char *c3 = strrchr(f, ':');
+    if (!c3 || !stamp_ok(c3 + 1)) return 0;
+    *c3 = 0;
     char *c2 = strrchr(f, ':');
     if (!c2) return 0;
     *c2 = 0;
@@ -74,6 +84,7 @@ int users_session_verify(const uint8_t key[USERS_KEY_LEN], const char *value, si
     memcpy(s->email, norm, strlen(norm) + 1);
     s->admin = c1[1] == '1';
     s->expires = expires;
+    memcpy(s->stamp, c3 + 1, strlen(c3 + 1) + 1);
     return 1;
 }
 

@@ -176,14 +176,14 @@ def test_forged_or_altered_cookies_and_headers_ignored(site):
     s = requests.Session()
     sign_in(s, base, ALICE[0], ALICE[1])
     good = s.cookies.get("cyclozzo_session")
-    email, admin, expires, mac = good[len("v1:"):].split(":")
+    email, admin, expires, stamp, mac = good[len("v1:"):].split(":")
     assert (email, admin) == (ALICE[0], "0")
     forgeries = [
-        "v1:%s:1:%s:%s" % (email, expires, mac),                       # admin flag flipped
-        "v1:%s:0:%d:%s" % (email, int(expires) + 1000, mac),           # expiry extended
-        "v1:%s:0:%s:%s" % (ROOT[0], expires, mac),                     # someone else
-        "v1:%s:1:9999999999:%s" % (ROOT[0], "0" * 64),                 # made up
-        "v1:%s:0:1000:%s" % (email, mac),                              # long expired
+        "v1:%s:1:%s:%s:%s" % (email, expires, stamp, mac),                 # admin flag flipped
+        "v1:%s:0:%d:%s:%s" % (email, int(expires) + 1000, stamp, mac),     # expiry extended
+        "v1:%s:0:%s:%s:%s" % (ROOT[0], expires, stamp, mac),               # someone else
+        "v1:%s:1:9999999999:dev:%s" % (ROOT[0], "0" * 64),                 # made up
+        "v1:%s:0:1000:%s:%s" % (email, stamp, mac),                        # long expired
         good[:-1] + ("0" if good[-1] != "0" else "1"),
     ]
     for bad in forgeries:
@@ -230,6 +230,21 @@ def test_cross_site_post_refused(site):
     r = requests.post(base + "/_ah/login", data={"email": ALICE[0], "password": ALICE[1]},
                       headers={"Origin": "http://evil.example"}, allow_redirects=False)
     assert r.status_code == 403 and "Set-Cookie" not in r.headers
+
+
+def test_removing_or_changing_an_account_ends_its_sessions(site):
+    base, env = site
+    add_user(env, "temp@example.com", "temp-password-1", "--admin")
+    s = requests.Session()
+    assert sign_in(s, base, "temp@example.com", "temp-password-1", follow="/admin/p").status_code == 200
+    add_user(env, "temp@example.com", "temp-password-2", "--admin")      # new password
+    assert s.get(base + "/admin/p", allow_redirects=False).status_code == 302
+    assert sign_in(s, base, "temp@example.com", "temp-password-2", follow="/admin/p").status_code == 200
+    cz("--remove-user", "temp@example.com", env=env)
+    assert s.get(base + "/admin/p", allow_redirects=False).status_code == 302
+    r = s.post(base + "/_ah/login", data={"email": "temp@example.com", "password": "temp-password-2"},
+               allow_redirects=False)
+    assert r.status_code == 401
 
 
 def test_repeated_failures_lock_the_account_briefly(site, tmp_path):

@@ -166,11 +166,12 @@ TEST(session_cookie)
     memset(key2, 8, sizeof key2);
     char v[USERS_COOKIE_MAX + 1];
     users_session s;
-    CHECK_INT(users_session_sign(key, "alice@example.com", 1, 2000, v, sizeof v), 0);
+    CHECK_INT(users_session_sign(key, "alice@example.com", 1, 2000, "0123abcd", v, sizeof v), 0);
     CHECK_INT(users_session_verify(key, v, strlen(v), 1000, &s), 1);
     CHECK_STR(s.email, "alice@example.com");
     CHECK_INT(s.admin, 1);
     CHECK_INT(s.expires, 2000);
+    CHECK_STR(s.stamp, "0123abcd");
     /* Expired, other key. */
     CHECK_INT(users_session_verify(key, v, strlen(v), 2000, &s), 0);
     CHECK_INT(users_session_verify(key2, v, strlen(v), 1000, &s), 0);
@@ -193,9 +194,11 @@ TEST(session_cookie)
     CHECK_INT(users_session_verify(key, v, n - 1, 1000, &s), 0);
     CHECK_INT(users_session_verify(key, "", 0, 1000, &s), 0);
     /* Unnormalised or invalid emails are never signed. */
-    CHECK_INT(users_session_sign(key, "Alice@example.com", 0, 2000, v, sizeof v), -1);
-    CHECK_INT(users_session_sign(key, "nobody", 0, 2000, v, sizeof v), -1);
-    CHECK_INT(users_session_sign(key, "alice@example.com", 0, 2000, v, 20), -1);
+    CHECK_INT(users_session_sign(key, "Alice@example.com", 0, 2000, "dev", v, sizeof v), -1);
+    CHECK_INT(users_session_sign(key, "nobody", 0, 2000, "dev", v, sizeof v), -1);
+    CHECK_INT(users_session_sign(key, "alice@example.com", 0, 2000, "dev", v, 20), -1);
+    CHECK_INT(users_session_sign(key, "alice@example.com", 0, 2000, "De:v", v, sizeof v), -1);
+    CHECK_INT(users_session_sign(key, "alice@example.com", 0, 2000, "", v, sizeof v), -1);
 }
 
 TEST(cookie_header)
@@ -345,6 +348,50 @@ TEST(login_pages)
     rm_home(home);
 }
 
+/* The Set-Cookie value in a response head. */
+static char *cookie_of(users_resp *r)
+{
+    const char *sc = strstr(buf_cstr(&r->head), "Set-Cookie: ");
+    return sc ? xstrndup(sc + 12, strcspn(sc + 12, ";")) : xstrdup("");
+}
+
+TEST(sessions_follow_accounts)
+{
+    char *home = new_home();
+    char err[256];
+    CHECK_INT(accounts_add(home, "alice@example.com", "password1", 1, err, sizeof err), 0);
+    users_ctx *u = users_ctx_new(home, 0, err, sizeof err);
+    users_ctx *dev = users_ctx_new(home, 1, err, sizeof err);
+    users_resp r;
+    post(u, "email=alice%40example.com&password=password1", NULL, &r);
+    char *c1 = cookie_of(&r);
+    users_resp_free(&r);
+    int64_t now = wall_us() / 1000000;
+    users_user who;
+    CHECK_INT(users_from_cookie(u, c1, strlen(c1), now, &who), 1);
+    CHECK_INT(who.admin, 1);
+    /* A development-mode cookie means nothing outside development mode, and back. */
+    post(dev, "email=alice%40example.com&admin=True", NULL, &r);
+    char *cd = cookie_of(&r);
+    users_resp_free(&r);
+    CHECK_INT(users_from_cookie(dev, cd, strlen(cd), now, &who), 1);
+    CHECK_INT(users_from_cookie(u, cd, strlen(cd), now, &who), 0);
+    CHECK_INT(users_from_cookie(dev, c1, strlen(c1), now, &who), 0);
+    /* A new password ends the old session; removal ends every session. */
+    CHECK_INT(accounts_add(home, "alice@example.com", "password2", 1, err, sizeof err), 0);
+    CHECK_INT(users_from_cookie(u, c1, strlen(c1), now, &who), 0);
+    post(u, "email=alice%40example.com&password=password2", NULL, &r);
+    char *c2 = cookie_of(&r);
+    users_resp_free(&r);
+    CHECK_INT(users_from_cookie(u, c2, strlen(c2), now, &who), 1);
+    CHECK_INT(accounts_remove(home, "alice@example.com", err, sizeof err), 0);
+    CHECK_INT(users_from_cookie(u, c2, strlen(c2), now, &who), 0);
+    free(c1); free(c2); free(cd);
+    users_ctx_free(u);
+    users_ctx_free(dev);
+    rm_home(home);
+}
+
 TEST(nickname)
 {
     char *home = new_home();
@@ -372,6 +419,7 @@ int main(void)
     RUN(form_values);
     RUN(safe_continue);
     RUN(login_pages);
+    RUN(sessions_follow_accounts);
     RUN(nickname);
     return test_report();
 }
