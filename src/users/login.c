@@ -25,7 +25,9 @@
 #include "core/util.h"
 #include "users/session.h"
 
-#define FAIL_SLOTS      256
+#define FAIL_WAYS       4          /* entries per set */
+#define FAIL_SETS       128
+#define FAIL_SLOTS      (FAIL_WAYS * FAIL_SETS)
 #define FAIL_FREE       5          /* failures before a lockout */
 #define FAIL_MAX_WAIT_S 300
 #define FAIL_FORGET_MS  (15 * 60 * 1000)
@@ -45,6 +47,7 @@ struct users_ctx {
     uint8_t id_key[USERS_KEY_LEN];
     pthread_mutex_t mu;
     fail_slot fails[FAIL_SLOTS];
+    uint64_t fail_seed;            /* random: emails cannot be chosen to share a set */
 
     /* The accounts file as last read, reloaded when its inode, size or
      * mtime change (the CLI replaces it by rename, so every edit shows). */
@@ -65,6 +68,7 @@ users_ctx *users_ctx_new(const char *home, int dev, char *err, size_t errlen)
         free(u);
         return NULL;
     }
+    if (random_bytes(&u->fail_seed, sizeof u->fail_seed) < 0) u->fail_seed = (uint64_t)now_us();
     u->home = xstrdup(home);
     u->dev = dev;
     u->acc_path = xasprintf("%s/users/accounts", home);
@@ -243,20 +247,39 @@ void users_safe_continue(const char *url, const char *host, size_t host_len, cha
 
 /* ---- failed sign-ins ---- */
 
-static fail_slot *slot_for(users_ctx *u, const char *email)
+/* The entry of email, or with make, a new one in its set (replacing, in
+ * order of preference, a free entry, one not locked out, the oldest), so
+ * that filling the table with failures for other emails does not easily
+ * lift a lockout. NULL when absent and !make. */
+static fail_slot *slot_for(users_ctx *u, const char *email, int make, int64_t now)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = email; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
-    return &u->fails[h % FAIL_SLOTS];
+    uint64_t h = 14695981039346656037ull ^ u->fail_seed;
+    for (const char *p = email; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    fail_slot *set = &u->fails[(h % FAIL_SETS) * FAIL_WAYS];
+    fail_slot *pick = NULL;
+    int pick_rank = -1;
+    for (int i = 0; i < FAIL_WAYS; i++) {
+        fail_slot *s = &set[i];
+        if (s->email[0] && !strcmp(s->email, email)) return s;
+        int rank = !s->email[0] ? 3 : now - s->last_ms > FAIL_FORGET_MS ? 2 : s->until_ms <= now ? 1 : 0;
+        if (rank > pick_rank || (rank == pick_rank && s->last_ms < pick->last_ms)) { pick = s; pick_rank = rank; }
+    }
+    if (!make) return NULL;
+    memset(pick, 0, sizeof *pick);
+    snprintf(pick->email, sizeof pick->email, "%s", email);
+    return pick;
 }
 
 /* Seconds the email must still wait, 0 when it may try. */
 static int64_t locked_for(users_ctx *u, const char *email, int64_t now)
 {
     pthread_mutex_lock(&u->mu);
-    fail_slot *s = slot_for(u, email);
+    fail_slot *s = slot_for(u, email, 0, now);
     int64_t wait = 0;
-    if (!strcmp(s->email, email) && s->until_ms > now) wait = (s->until_ms - now + 999) / 1000;
+    if (s && s->until_ms > now) wait = (s->until_ms - now + 999) / 1000;
     pthread_mutex_unlock(&u->mu);
     return wait;
 }
@@ -264,13 +287,10 @@ static int64_t locked_for(users_ctx *u, const char *email, int64_t now)
 static void note_result(users_ctx *u, const char *email, int ok, int64_t now)
 {
     pthread_mutex_lock(&u->mu);
-    fail_slot *s = slot_for(u, email);
-    if (strcmp(s->email, email) || now - s->last_ms > FAIL_FORGET_MS) {
-        memset(s, 0, sizeof *s);
-        snprintf(s->email, sizeof s->email, "%s", email);
-    }
-    if (ok) memset(s, 0, sizeof *s);
+    fail_slot *s = slot_for(u, email, !ok, now);
+    if (ok) { if (s) memset(s, 0, sizeof *s); }
     else {
+        if (now - s->last_ms > FAIL_FORGET_MS && s->until_ms <= now) s->fails = 0;
         s->fails++;
         s->last_ms = now;
         if (s->fails >= FAIL_FREE) {

@@ -3,10 +3,11 @@
  * session cookie check, and the refusal page for non-administrators.
  *
  * A users_ctx holds the installation's keys (session.key, users.key), the
- * accounts location, development mode, and a small per-email table of
- * failed sign-ins (after 5 failures an email is locked out for 2, 4, 8 ...
- * up to 300 seconds; a success clears it). It is shared by the router
- * threads (the table has a mutex). In development mode, as with Google's
+ * accounts location, a cached copy of the accounts file, development mode,
+ * and a small table of failed sign-ins per email (512 entries in 4-way sets
+ * under a random hash; after 5 failures an email is locked out for 2, 4,
+ * 8 ... up to 300 seconds; a success clears it). It is shared by the router
+ * threads (mutex and rwlock inside). In development mode, as with Google's
  * dev server, any email signs in without a password, and a checkbox makes
  * the user an administrator.
  *
