@@ -308,16 +308,19 @@ done:;
 
     int64_t latency = now_us() - c->start_us;
     const char *app = claims.app_id[0] ? claims.app_id : "-";
+    char call[2 * MAX_NAME + 2];
+    if (svc[0] || meth[0]) snprintf(call, sizeof call, "%s.%s", svc, meth);
+    else snprintf(call, sizeof call, "-");
     if (reply.kind == API_REPLY_OK)
-        log_debug("api", "app=%s call=%s.%s status=ok latency_us=%lld request_id=%s",
-                  log_q(app), log_q(svc), log_q(meth), (long long)latency, log_q(claims.request_id));
+        log_debug("api", "app=%s call=%s status=ok latency_us=%lld request_id=%s",
+                  log_q(app), log_q(call), (long long)latency, log_q(claims.request_id));
     else if (reply.kind == API_REPLY_APP_ERROR)
-        log_warn("api", "app=%s call=%s.%s status=app_error code=%d latency_us=%lld request_id=%s detail=%s",
-                 log_q(app), log_q(svc), log_q(meth), reply.code, (long long)latency,
+        log_warn("api", "app=%s call=%s status=app_error code=%d latency_us=%lld request_id=%s detail=%s",
+                 log_q(app), log_q(call), reply.code, (long long)latency,
                  log_q(claims.request_id), log_q(reply.detail));
     else
-        log_warn("api", "app=%s call=%s.%s status=%s latency_us=%lld request_id=%s detail=%s",
-                 log_q(app), log_q(svc), log_q(meth), rpc_code_name(reply.code), (long long)latency,
+        log_warn("api", "app=%s call=%s status=%s latency_us=%lld request_id=%s detail=%s",
+                 log_q(app), log_q(call), rpc_code_name(reply.code), (long long)latency,
                  log_q(claims.request_id), log_q(reply.detail));
 }
 
