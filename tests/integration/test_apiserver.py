@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -307,3 +308,62 @@ def test_thousands_of_keepalive_connections(cz_home):
         assert rss[-1] < 64 * 1024, f"RSS {rss[-1]} kB with {n} connections"
     finally:
         assert s.stop() == 0
+
+
+# ---- Google's Go SDK (google.golang.org/appengine/v2) ----
+
+GO_APP_DIR = os.path.join(ROOT, "tests", "integration", "go")
+
+
+@pytest.fixture(scope="module")
+def go_app_binary():
+    """Builds tests/integration/go (the Go SDK comes from the Go module proxy)."""
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
+    if not go:
+        pytest.skip("no Go toolchain (scripts/install-deps.sh installs golang-go)")
+    out = os.path.join(ROOT, "build", "go-apitest")
+    env = dict(os.environ, GOFLAGS="-mod=mod")
+    p = subprocess.run([go, "build", "-o", out, "."], cwd=GO_APP_DIR, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def go_get(port, path, ticket=None):
+    headers = b"X-AppEngine-Api-Ticket: %s\r\n" % ticket.encode() if ticket is not None else b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: app\r\n%sConnection: close\r\n\r\n" % (path.encode(), headers))
+        status, _, body = read_response(s)
+    assert status == 200, body
+    return body.decode()
+
+
+def test_go_sdk_calls(server, go_app_binary, tmp_path):
+    from conftest import free_port, wait_port
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), API_HOST="127.0.0.1", API_PORT=str(server.port),
+               GAE_ENV="standard", GAE_APPLICATION=APP, GOOGLE_CLOUD_PROJECT="demo",
+               GAE_SERVICE="default", GAE_VERSION="v1", GAE_INSTANCE="inst-1",
+               GAE_DEPLOYMENT_ID="dep-1", GAE_RUNTIME="go121", GAE_MEMORY_MB="256")
+    app = subprocess.Popen([go_app_binary], env=env, stdout=subprocess.DEVNULL,
+                           stderr=open(tmp_path / "go-app.log", "wb"))
+    try:
+        wait_port(port)
+        t = mint(server.home, APP, "--request-id", "go-1")
+        other = mint(server.home, "dev~intruder")
+        assert go_get(port, "/capability", t) == "enabled=true\n"
+        # Failed capability RPCs read as "not enabled" in the Go SDK.
+        assert go_get(port, "/capability", other) == "enabled=false\n"
+        assert go_get(port, "/capability") == "enabled=false\n"
+        out = go_get(port, "/call?service=no_such_service&method=Frob", t)
+        assert out.startswith("error: Call error 1: ") and "no_such_service" in out
+        out = go_get(port, "/call?service=capability_service&method=IsEnabled", other)
+        assert out.startswith("error: Call error 3: ") and "another application" in out
+        out = go_get(port, "/call?service=capability_service&method=IsEnabled", "junk")
+        assert out.startswith("error: Call error 3: ") and "malformed" in out
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+    log = server.log()
+    assert 'app="dev~demo" call="capability_service.IsEnabled" status=ok' in log
+    assert 'request_id="go-1"' in log
