@@ -387,11 +387,11 @@ static int take_head(api_conn *c, buf *out)
     c->keep_alive = req.keep_alive;
     c->minor = req.version_minor;
     c->deadline_s = parse_deadline(&req);
-    c->seen = 0;
     int is_post = req.method_len == 4 && !memcmp(req.method, "POST", 4);
     int is_rpc = req.path_len == strlen(RPC_PATH) && !memcmp(req.path, RPC_PATH, req.path_len);
     c->disp = !is_rpc ? DISP_NOT_FOUND : !is_post ? DISP_BAD_METHOD : DISP_CALL;
     int64_t cl = req.chunked ? -1 : req.content_length < 0 ? 0 : req.content_length;
+    c->seen = cl > 0 ? cl : 0;      /* body size for messages; chunked bodies count up */
     if (cl > (int64_t)srv->max_request && c->disp == DISP_CALL) c->disp = DISP_TOO_LARGE;
     if (cl > DISCARD_LIMIT) {
         /* Not worth draining: answer now and close. */
@@ -423,7 +423,7 @@ static int take_head(api_conn *c, buf *out)
 int api_conn_feed(api_conn *c, const void *data, size_t len, buf *out)
 {
     if (c->state == ST_CLOSED) return 1;
-    buf_append(&c->in, data, len);
+    if (len) buf_append(&c->in, data, len);
     for (;;) {
         if (c->state == ST_CLOSED) break;
         if (c->state == ST_HEAD) {
@@ -438,13 +438,11 @@ int api_conn_feed(api_conn *c, const void *data, size_t len, buf *out)
                 size_t take = (int64_t)have < c->remaining ? have : (size_t)c->remaining;
                 buf_consume(&c->in, take);
                 c->remaining -= (int64_t)take;
-                c->seen += (int64_t)take;
                 if (c->remaining) break;
                 finish_request(c, NULL, 0, out);
             } else {
                 if ((int64_t)have < c->remaining) break;
                 size_t n = (size_t)c->remaining;
-                c->seen = c->remaining;
                 finish_request(c, (const uint8_t *)buf_rp(&c->in), n, out);
                 buf_consume(&c->in, n);
             }

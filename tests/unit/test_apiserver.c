@@ -386,6 +386,7 @@ TEST(too_large_is_drained_and_connection_survives)
         reply rp;
         CHECK_INT(next_reply(&out, &rp), 0);
         RPC_CODE(rp, RPC_REQUEST_TOO_LARGE);
+        CHECK(!chunked || memmem(rp.resp.detail, rp.resp.detail_len, "10000 bytes", 11) != NULL);
         CHECK_INT(next_reply(&out, &rp), 0);
         CHECK(rp.resp.kind == REMOTE_API_OK && !memcmp(rp.resp.response + rp.resp.response_len - 5, "after", 5));
         api_conn_free(c);
@@ -397,6 +398,7 @@ TEST(too_large_is_drained_and_connection_survives)
     reply rp;
     CHECK_INT(one_call(srv, &in, &rp), 1);
     RPC_CODE(rp, RPC_REQUEST_TOO_LARGE);
+    CHECK(rp.resp.detail_len > 0 && memmem(rp.resp.detail, rp.resp.detail_len, "999999 bytes", 12) != NULL);
     free(big);
     free(t);
     buf_free(&in); buf_free(&out);
