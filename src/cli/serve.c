@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/ticket.h"
 #include "appcfg/appyaml.h"
 #include "cli/state.h"
 #include "core/log.h"
@@ -31,7 +32,6 @@
 #include "router/router.h"
 
 /* Provided by modules that may not be linked in every build. */
-void api_register_all(api_server *srv, const char *home) __attribute__((weak));
 int venv_ensure(const char *home, const char *app_dir, char *venv_out, size_t venv_len,
                 char *err, size_t errlen) __attribute__((weak));
 
@@ -39,6 +39,34 @@ typedef struct {
     router *rt;
     int rc;
 } router_thread_arg;
+
+/* The router's ticket minter: one ticket per request, bound to the app,
+ * version and user, living for the request deadline plus TICKET_GRACE_S. */
+typedef struct {
+    ticket_key key;
+    const char *app_id, *version;
+} ticket_minter;
+
+static int mint_ticket(void *arg, const router_reqinfo *ri, char *out, size_t outlen)
+{
+    ticket_minter *m = arg;
+    ticket_claims c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.app_id, sizeof c.app_id, "%s", m->app_id);
+    snprintf(c.version, sizeof c.version, "%s", m->version);
+    snprintf(c.user_email, sizeof c.user_email, "%s", ri->user_email ? ri->user_email : "");
+    snprintf(c.user_id, sizeof c.user_id, "%s", ri->user_id ? ri->user_id : "");
+    c.user_is_admin = ri->user_is_admin;
+    snprintf(c.request_id, sizeof c.request_id, "%s", ri->request_log_id ? ri->request_log_id : "");
+    char err[256];
+    char *t = ticket_mint(&m->key, &c, ticket_now_ms(), (ri->deadline_s > 0 ? ri->deadline_s : 60) + TICKET_GRACE_S,
+                          err, sizeof err);
+    if (!t) { log_warn("serve", "app=%s msg=\"cannot mint an API ticket\" reason=%s", log_q(m->app_id), log_q(err)); return -1; }
+    int ok = strlen(t) < outlen;
+    if (ok) memcpy(out, t, strlen(t) + 1);
+    free(t);
+    return ok ? 0 : -1;
+}
 
 static void *router_thread(void *arg)
 {
@@ -92,7 +120,9 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
-    if (api_register_all) api_register_all(api, home);
+    api_register_all(api, home);
+    ticket_minter minter = {.app_id = app_id, .version = cfg->version ? cfg->version : "1"};
+    if (ticket_key_load(home, &minter.key, err, sizeof err) < 0) goto fail;
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
@@ -113,6 +143,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     router_config rc_ = {
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
+        .mint_ticket = mint_ticket, .mint_arg = &minter,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
