@@ -367,3 +367,43 @@ def test_go_sdk_calls(server, go_app_binary, tmp_path):
     log = server.log()
     assert 'app="dev~demo" call="capability_service.IsEnabled" status=ok' in log
     assert 'request_id="go-1"' in log
+
+
+# ---- The whole path: router mints, instance's SDK calls, API server verifies ----
+
+FULL_STACK_APP = r'''
+import os
+from wsgiref.simple_server import make_server, WSGIRequestHandler
+from google.appengine.api import capabilities, wrap_wsgi_app
+
+def app(environ, start_response):
+    enabled = capabilities.CapabilitySet("datastore_v3", capabilities=["write"]).is_enabled()
+    body = ("enabled=%s ticket=%s" % (enabled, bool(environ.get("HTTP_X_APPENGINE_API_TICKET")))).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *a):
+        pass
+
+make_server("127.0.0.1", int(os.environ["PORT"]), wrap_wsgi_app(app), handler_class=Quiet).serve_forever()
+'''
+
+
+def test_router_ticket_reaches_api_server(tmp_path, cz_env):
+    from conftest import cz, free_port
+    appdir = tmp_path / "capapp"
+    appdir.mkdir()
+    (appdir / "main.py").write_text(FULL_STACK_APP)
+    (appdir / "app.yaml").write_text(f"runtime: python311\nentrypoint: {sys.executable} -W ignore main.py\n")
+    port = free_port()
+    cz("--start", "application", "--dir", str(appdir), "--port", str(port), env=cz_env)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            # A client-supplied ticket is never trusted: the router replaces it.
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-AppEngine-Api-Ticket: forged\r\nConnection: close\r\n\r\n")
+            status, _, body = read_response(s)
+        assert status == 200, body
+        assert body == b"enabled=True ticket=True"
+    finally:
+        cz("--stop", "application", "--port", str(port), env=cz_env, check=False)
