@@ -286,6 +286,8 @@ async def _hold_and_call(port, n, bodies):
 
 def test_thousands_of_keepalive_connections(cz_home):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2200:
+        pytest.skip(f"the open-file hard limit ({hard}) is too low for 2000 connections")
     if soft < 5000:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10000), hard))
     n = 2000

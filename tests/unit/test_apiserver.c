@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "api/ticket.h"
@@ -498,6 +499,31 @@ TEST(real_sockets)
     buf_free(&in); buf_free(&out);
 }
 
+TEST(idle_connections_are_closed)
+{
+    api_server_config cfg = { .home = home, .threads = 1, .idle_timeout_s = 1 };
+    char err[256];
+    api_server *srv = api_server_new(&cfg, err, sizeof err);
+    CHECK(srv != NULL);
+    if (!srv) return;
+    CHECK_INT(api_server_start(srv, err, sizeof err), 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)api_server_port(srv)) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    /* Half a request head, then silence: closed after the idle timeout. */
+    CHECK_INT(write(fd, "POST /rpc_http HTTP/1.1\r\n", 25), 25);
+    int64_t t0 = now_ms();
+    char tmp[64];
+    struct timeval tv = { .tv_sec = 10 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    CHECK_INT(read(fd, tmp, sizeof tmp), 0);
+    int64_t waited = now_ms() - t0;
+    CHECK(waited >= 900 && waited < 5000);
+    close(fd);
+    api_server_stop(srv);
+}
+
 int main(void)
 {
     snprintf(home, sizeof home, "/tmp/cz-test-apiserver-XXXXXX");
@@ -513,6 +539,7 @@ int main(void)
     RUN(too_large_is_drained_and_connection_survives);
     RUN(malformed_http_and_close);
     RUN(real_sockets);
+    RUN(idle_connections_are_closed);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", home);
     if (system(cmd) != 0) printf("could not remove %s\n", home);
