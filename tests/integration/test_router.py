@@ -456,3 +456,28 @@ def test_stop_by_dir_stops_every_process(tmp_path, cz_env):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     with pytest.raises(ProcessLookupError):
         os.kill(inst_pid, 0)
+
+
+def test_slow_client_head_times_out_while_others_are_served(app):
+    """A client that trickles its head (slowloris) gets 408 after 20 s and is
+    disconnected; meanwhile everyone else is served."""
+    base, appdir, env, port = app
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(50)]
+    for s in slow:
+        s.sendall(b"GET /static/style.css HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.time()
+    while time.time() - t0 < 12:
+        for s in slow[:10]:
+            s.sendall(b"X-Drip: 1\r\n")
+        assert requests.get(base + "/static/style.css", timeout=5).status_code == 200
+        time.sleep(2)
+    got = slow[0].recv(4096)
+    while True:
+        more = slow[0].recv(4096)
+        if not more:
+            break
+        got += more
+    assert got.startswith(b"HTTP/1.1 408 "), got[:80]
+    assert 19 <= time.time() - t0 <= 26
+    for s in slow:
+        s.close()
