@@ -29,27 +29,27 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "instance/manager.h"
+#include "instance/venv.h"
 #include "router/router.h"
 
-/* Provided by modules that may not be linked in every build. */
-int venv_ensure(const char *home, const char *app_dir, char *venv_out, size_t venv_len,
-                char *err, size_t errlen) __attribute__((weak));
+void api_register_all(api_server *srv, const char *home);
 
 typedef struct {
     router *rt;
     int rc;
 } router_thread_arg;
 
-/* The router's ticket minter: one ticket per request, bound to the app,
- * version and user, living for the request deadline plus TICKET_GRACE_S. */
 typedef struct {
     ticket_key key;
-    const char *app_id, *version;
-} ticket_minter;
+    const char *app_id;
+    const char *version;
+} minter;
 
-static int mint_ticket(void *arg, const router_reqinfo *ri, char *out, size_t outlen)
+/* The router's ticket callback: one ticket per request, for this app only,
+ * living as long as the request's deadline plus a grace. */
+static int mint_for_request(void *arg, const router_reqinfo *ri, char *out, size_t outlen)
 {
-    ticket_minter *m = arg;
+    minter *m = arg;
     ticket_claims c;
     memset(&c, 0, sizeof c);
     snprintf(c.app_id, sizeof c.app_id, "%s", m->app_id);
@@ -57,15 +57,15 @@ static int mint_ticket(void *arg, const router_reqinfo *ri, char *out, size_t ou
     snprintf(c.user_email, sizeof c.user_email, "%s", ri->user_email ? ri->user_email : "");
     snprintf(c.user_id, sizeof c.user_id, "%s", ri->user_id ? ri->user_id : "");
     c.user_is_admin = ri->user_is_admin;
-    snprintf(c.request_id, sizeof c.request_id, "%s", ri->request_log_id ? ri->request_log_id : "");
+    snprintf(c.request_id, sizeof c.request_id, "%s", ri->request_log_id);
     char err[256];
-    char *t = ticket_mint(&m->key, &c, ticket_now_ms(), (ri->deadline_s > 0 ? ri->deadline_s : 60) + TICKET_GRACE_S,
-                          err, sizeof err);
-    if (!t) { log_warn("serve", "app=%s msg=\"cannot mint an API ticket\" reason=%s", log_q(m->app_id), log_q(err)); return -1; }
-    int ok = strlen(t) < outlen;
-    if (ok) memcpy(out, t, strlen(t) + 1);
+    char *t = ticket_mint(&m->key, &c, ticket_now_ms(), ri->deadline_s + TICKET_GRACE_S, err, sizeof err);
+    if (!t) return -1;
+    size_t n = strlen(t);
+    if (n >= outlen) { free(t); return -1; }
+    memcpy(out, t, n + 1);
     free(t);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 static void *router_thread(void *arg)
@@ -117,12 +117,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     int rc = 1;
 
     /* API server: every service, on a private loopback port. */
-    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
+    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
     api_register_all(api, home);
-    ticket_minter minter = {.app_id = app_id, .version = cfg->version ? cfg->version : "1"};
-    if (ticket_key_load(home, &minter.key, err, sizeof err) < 0) goto fail;
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
@@ -140,10 +138,14 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
+    static minter mt;
+    if (ticket_key_load(home, &mt.key, err, sizeof err) < 0) goto fail_free;
+    mt.app_id = app_id;
+    mt.version = ic.version;
     router_config rc_ = {
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
-        .mint_ticket = mint_ticket, .mint_arg = &minter,
+        .mint_ticket = mint_for_request, .mint_arg = &mt,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
@@ -241,7 +243,7 @@ int serve_app(const serve_opts *o)
 
     /* Dependencies first, in the foreground, so progress is visible. */
     char venv[PATH_MAX] = "";
-    if (venv_ensure && venv_ensure(home, absdir, venv, sizeof venv, err, sizeof err) < 0) {
+    if (venv_ensure(home, absdir, venv, sizeof venv, err, sizeof err) < 0) {
         fprintf(stderr, "cyclozzo: %s\n", err);
         free(appname); free(app_id); appcfg_free(cfg);
         return 1;
@@ -276,7 +278,7 @@ int serve_app(const serve_opts *o)
         if (nfd > 2) close(nfd);
         if (chdir("/") < 0) _exit(1);
         log_init(2, LOG_INFO);
-        _exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
+        exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
     }
     close(pfd[1]);
     waitpid(pid, NULL, 0);
