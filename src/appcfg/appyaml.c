@@ -294,7 +294,8 @@ static int yaml_fail(ctx *c, yaml_parser_t *p, const char *text, size_t len)
     if (p->error == YAML_MEMORY_ERROR) return fail(c, 1, "out of memory while reading YAML");
     line = (int)p->problem_mark.line + 1;
     size_t idx = p->problem_mark.index;
-    if (p->problem && strstr(p->problem, "cannot start any token") && idx < len && text[idx] == '\t')
+    if (p->problem && ((strstr(p->problem, "cannot start any token") && idx < len && text[idx] == '\t') ||
+                       strstr(p->problem, "tab character")))
         return fail(c, line, "invalid YAML: a tab character cannot be used for indentation");
     if (p->context)
         return fail(c, line, "invalid YAML: %s %s", p->problem ? p->problem : "syntax error", p->context);
@@ -1005,7 +1006,8 @@ static int check_obj(ctx *c, const ynode *n, const fieldspec *fs, const char *na
         for (f = fs; f->name; f++) if (!strcmp(f->name, k->text)) break;
         if (!f->name) {
             if (depth == 0) return fail(c, k->line, "unknown field '%s'", q(&qb, k->text, k->len));
-            return fail(c, k->line, "unknown field '%s' in %s", q(&qb, k->text, k->len), name);
+            return fail(c, k->line, "unknown field '%s' in %s%s", q(&qb, k->text, k->len),
+                        !strcmp(name, "handler") ? "a " : "", name);
         }
         for (size_t j = 0; j < i; j += 2)
             if (n->kids[j]->t == N_SCALAR && !strcmp(n->kids[j]->text, k->text))
@@ -1030,7 +1032,7 @@ static int check(ctx *c, const ynode *n, const vspec *v, const char *name, int d
         for (size_t i = 0; i < n->n; i++) {
             const ynode *e = n->kids[i];
             if (e->t == N_SCALAR && e->st == S_NULL) return fail(c, e->line, "%s has an empty entry", name);
-            if (check(c, e, v->elem, name, depth + 1) < 0) return -1;
+            if (check(c, e, v->elem, v->elem == &v_handler ? "handler" : name, depth + 1) < 0) return -1;
         }
         return 0;
     case V_DICT:
