@@ -149,6 +149,26 @@ TEST(python_regex_syntax)
     CHECK_ROUTE(c, "/xxx", "");
     CHECK_ROUTE(c, "/\xc3\xa9t\xc3\xa9", "script:ete.app#2");
     appcfg_free(c);
+
+    /* inline flags PCRE2 lacks (u, a) are dropped; a verbose pattern's
+     * trailing comment does not swallow the wrapping group */
+    c = P("runtime: python311\n"
+          "skip_files:\n"
+          "- (?ix) ^ build / .*   # build output\n"
+          "- (?u)^\\w+\\.tmp$\n"
+          "handlers:\n"
+          "- url: (?x) /assets  # static\n"
+          "  static_dir: assets\n"
+          "- url: /(?iu:caps)\n"
+          "  script: caps.app\n");
+    CHECK(c != NULL);
+    if (!c) { printf("  %s\n", err); return; }
+    CHECK(appcfg_skipped(c, "BUILD/x.o"));
+    CHECK(appcfg_skipped(c, "caf\xc3\xa9.tmp"));
+    CHECK(!appcfg_skipped(c, "src/build/x"));
+    CHECK_ROUTE(c, "/assets/a.css", "file:assets/a.css#0");
+    CHECK_ROUTE(c, "/CaPs", "script:caps.app#1");
+    appcfg_free(c);
 }
 
 TEST(expiration)
