@@ -225,6 +225,36 @@ static int parse_float11(const char *s, double *out)
         *out = (*s == '-') ? -INFINITY : INFINITY; return 1;
     }
     if (p == s && (!strcmp(p, ".nan") || !strcmp(p, ".NaN") || !strcmp(p, ".NAN"))) { *out = NAN; return 1; }
+    if (strchr(p, ':')) {
+        /* sexagesimal: 1:30.5 is 90.5 */
+        double v = 0;
+        const char *q2 = p;
+        if (!isdigit((unsigned char)*q2)) return 0;
+        for (;;) {
+            double part = 0;
+            const char *st = q2;
+            while (isdigit((unsigned char)*q2) || *q2 == '_') { if (*q2 != '_') part = part * 10 + (*q2 - '0'); q2++; }
+            if (q2 == st) return 0;
+            if (*q2 == ':') {
+                v = (v + part) * 60;
+                q2++;
+                const char *d = q2;
+                size_t nd = 0;
+                while (isdigit((unsigned char)d[nd])) nd++;
+                if (nd == 0 || nd > 2 || (nd == 2 && d[0] > '5')) return 0;
+                continue;
+            }
+            if (*q2 != '.') return 0;
+            v += part;
+            q2++;
+            double scale = 0.1;
+            for (; isdigit((unsigned char)*q2) || *q2 == '_'; q2++)
+                if (*q2 != '_') { v += (*q2 - '0') * scale; scale /= 10; }
+            if (*q2) return 0;
+            *out = *s == '-' ? -v : v;
+            return 1;
+        }
+    }
     int digits = 0, dot = 0, exp = 0;
     char clean[128];
     size_t o = 0;
@@ -469,7 +499,7 @@ static void py_float(double d, char *out, size_t n)
     digits[nd] = 0;
     buf b = BUF_INIT;
     if (neg) buf_putc(&b, '-');
-    if (exp >= -5 && exp < 16) {
+    if (exp >= -4 && exp < 16) {
         if (exp < 0) {
             buf_puts(&b, "0.");
             for (int i = -1; i > exp; i--) buf_putc(&b, '0');
@@ -1902,7 +1932,7 @@ int appcfg_skipped(const app_config *cfg, const char *relpath)
     if (!md) return 0;
     int rc = pcre2_match(cfg->skip_re, (PCRE2_SPTR)relpath, strlen(relpath), 0, 0, md, NULL);
     pcre2_match_data_free(md);
-    return rc >= 0 || rc == PCRE2_ERROR_NOMEMORY;
+    return rc >= 0;
 }
 
 int appcfg_has_inbound(const app_config *cfg, const char *name)
