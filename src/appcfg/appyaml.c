@@ -1935,6 +1935,17 @@ int appcfg_skipped(const app_config *cfg, const char *relpath)
     return rc >= 0;
 }
 
+int appcfg_static_uploaded(const app_handler *h, const char *relpath)
+{
+    if (!h || h->kind == HANDLER_SCRIPT) return 0;
+    if (h->kind == HANDLER_STATIC_DIR || !h->upload_re) return 1;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (!md) return 0;
+    int rc = pcre2_match(h->upload_re, (PCRE2_SPTR)relpath, strlen(relpath), 0, 0, md, NULL);
+    pcre2_match_data_free(md);
+    return rc >= 0;
+}
+
 int appcfg_has_inbound(const app_config *cfg, const char *name)
 {
     if (!cfg) return 0;

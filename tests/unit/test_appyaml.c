@@ -105,6 +105,10 @@ TEST(groups_and_expand)
     char *e = appcfg_expand("a\\9b\\xc", &m);
     CHECK_STR(e, "ab\\xc");
     free(e);
+    /* only files matching upload are served, the whole name must match */
+    CHECK(appcfg_static_uploaded(&c->handlers[1], "users/bo.html"));
+    CHECK(!appcfg_static_uploaded(&c->handlers[1], "secret/bo.html"));
+    CHECK(!appcfg_static_uploaded(&c->handlers[1], "xusers/bo.html"));
     appcfg_free(c);
 }
 
