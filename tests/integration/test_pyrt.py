@@ -269,6 +269,20 @@ def app(environ, start_response):
         time.sleep(float(environ['QUERY_STRING']))
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return [b'slept']
+    if path == '/big':
+        n = int(environ['QUERY_STRING'])
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return [bytes(range(256)) * (n // 256)]
+    if path == '/biggen':
+        n = int(environ['QUERY_STRING'])
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (bytes(range(256)) * 256 for _ in range(n))
+    if path == '/short':
+        start_response('200 OK', [('Content-Length', '10')])
+        return [b'12345']
+    if path == '/long':
+        start_response('200 OK', [('Content-Length', '3')])
+        return [b'12345']
     if path == '/import':
         import helper
         start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -406,6 +420,24 @@ def test_chunked_and_length_framing(echo):
         r = c.request("GET", "/gen", version="HTTP/1.0")
         assert r.header("Transfer-Encoding") is None
         assert r.body == b"part0;part1;part2;part3;part4;"
+
+
+def test_large_bodies_and_content_length_mismatch(echo):
+    with echo.conn() as c:
+        r = c.request("GET", "/big?3000000")
+        assert r.header("Content-Length") == str(3000000 // 256 * 256)
+        assert r.body == bytes(range(256)) * (3000000 // 256)
+        r = c.request("GET", "/biggen?40")
+        assert r.header("Transfer-Encoding") == "chunked" and r.body == bytes(range(256)) * 256 * 40
+        body = os.urandom(2_000_000)
+        r = c.request("POST", "/echo", body=body)
+        assert r.json()["body"].encode("latin-1") == body
+        r = c.request("GET", "/long")            # never more than the declared length
+        assert r.body == b"123" and r.header("Connection") == "close"
+    with echo.conn() as c:
+        c.send(Conn.build("GET", "/short"))     # fewer bytes: the connection closes
+        with pytest.raises(EOFError):
+            c.read_response()
 
 
 def test_scripts_are_imported_once_and_cached(echo):
