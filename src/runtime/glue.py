@@ -117,6 +117,9 @@ class _LogHandler(logging.Handler):
 class _LogStream(io.TextIOBase):
     """A text stream whose lines become log lines (print(), wsgi.errors)."""
 
+    encoding = 'utf-8'
+    errors = 'backslashreplace'
+
     def __init__(self, name, level):
         self._name = name
         self._level = level
