@@ -278,7 +278,7 @@ int serve_app(const serve_opts *o)
         if (nfd > 2) close(nfd);
         if (chdir("/") < 0) _exit(1);
         log_init(2, LOG_INFO);
-        _exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
+        exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
     }
     close(pfd[1]);
     waitpid(pid, NULL, 0);
