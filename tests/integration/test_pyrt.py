@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, SANITIZER_MARKS
 
 PYRT = os.path.join(BIN, "cyclozzo-pyrt")
 VENV_TOOL = os.path.join(BIN, "cyclozzo-venv")
@@ -70,7 +70,8 @@ class Runtime:
         raise TimeoutError(f"runtime not listening after {timeout}s:\n{self.log()}")
 
     def log(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         return self.log_path.read_text(errors="replace")
 
     def conn(self):
@@ -89,6 +90,10 @@ class Runtime:
                 self.proc.kill()
                 self.proc.wait()
         self.logf.close()
+        log = self.log_path.read_text(errors="replace")
+        for mark in SANITIZER_MARKS:             # SAN builds: no sanitizer reports
+            i = log.find(mark)
+            assert i < 0, log[max(0, i - 200):i + 3000]
 
 
 class Response:
