@@ -123,6 +123,7 @@ int main(int argc, char **argv)
     sigaddset(&ss, SIGTERM);
     sigaddset(&ss, SIGINT);
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    signal(SIGPIPE, SIG_IGN);       /* a closed log pipe or peer is an error value, not death */
 
     char err[512];
     int64_t t0 = now_us();

@@ -288,7 +288,6 @@ int server_run(const pyrt_opts *o, char *err, size_t errlen)
     srv.o = o;
     pthread_mutex_init(&srv.mu, NULL);
     pthread_cond_init(&srv.cv, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     sigset_t ss;
     sigemptyset(&ss);
