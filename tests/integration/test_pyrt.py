@@ -210,8 +210,10 @@ def tree(d):
 
 
 ECHO_APP = """
-import io, json, os, sys, threading, time, logging
+import io, json, os, sys, threading, time, logging, warnings
 
+print('import-time-print')
+warnings.warn('import-time-warning')
 closed = []
 
 class Body:
@@ -386,6 +388,9 @@ def test_logging_is_captured_per_request(echo):
     assert line and 'rid="req-log-77"' in line[0] and "level=warn" in line[0]
     assert 'app="dev~guestbook"' in line[0]
     assert any("print-marker" in l and 'rid="req-log-77"' in l for l in log.splitlines())
+    # import-time output is logged too (outside any request: rid "-")
+    assert any('rid="-"' in l and 'msg="import-time-print"' in l for l in log.splitlines())
+    assert any('logger="py.warnings"' in l and "import-time-warning" in l for l in log.splitlines())
 
 
 def test_keepalive_and_pipelining(echo):
