@@ -116,7 +116,7 @@ int main(int argc, char **argv)
     o.app_id = app_id && *app_id ? app_id : "-";
     log_init(2, lvl);
     raise_fd_limit();
-    /* SIGTERM/SIGINT are read from a signalfd by the event loop; block them
+    /* SIGTERM/SIGINT are read from a signalfd by the epoll leader; block them
      * before any thread exists so that no thread is killed by them. */
     sigset_t ss;
     sigemptyset(&ss);
