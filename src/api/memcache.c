@@ -14,7 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct { const uint8_t *p; size_t n; } bytes;
 
@@ -23,7 +22,7 @@ enum { SET_STORED = 1, SET_NOT_STORED = 2, SET_ERROR = 3, SET_EXISTS = 4 };
 enum { DEL_DELETED = 1, DEL_NOT_FOUND = 2 };
 enum { INC_OK = 1, INC_NOT_CHANGED = 2, INC_ERROR = 3 };
 
-static int64_t unix_now(void) { return (int64_t)time(NULL); }
+static int64_t unix_now(void) { return wall_us() / 1000; }   /* ms */
 
 /* ---- shared decoding ---- */
 
@@ -134,9 +133,9 @@ static void emit_item(void *arg, const mc_view *v)
     if (e->for_cas) pb_put_fixed64(b, 5, v->cas);
     if (e->for_peek) {
         size_t m = pb_begin(b, 8);
-        if (v->expires) pb_put_int(b, 1, v->expires);
-        pb_put_int(b, 2, v->last_access);
-        if (v->lock_until) pb_put_int(b, 3, v->lock_until);
+        if (v->expires) pb_put_int(b, 1, v->expires / 1000);
+        pb_put_int(b, 2, v->last_access / 1000);
+        if (v->lock_until) pb_put_int(b, 3, v->lock_until / 1000);
         pb_end(b, m);
         pb_put_bool(b, 9, v->lock_until != 0);
     }

@@ -33,9 +33,9 @@ typedef struct mc_item {
     mc_app  *app;
     uint64_t hash;
     uint64_t cas;
-    int64_t  expires;       /* 0 = never */
-    int64_t  lock_until;    /* > 0: delete-locked, no value */
-    int64_t  last_access;
+    int64_t  expires;       /* unix ms, 0 = never */
+    int64_t  lock_until;    /* unix ms; > 0: delete-locked, no value */
+    int64_t  last_access;   /* unix ms */
     uint32_t flags;
     uint32_t ns_len, key_len, value_len;
     size_t   charge;        /* bytes accounted for this item */
@@ -156,8 +156,8 @@ size_t mc_store_used(mc_store *s)
 int64_t mc_abs_time(uint32_t t, int64_t now)
 {
     if (t == 0) return 0;
-    if (t <= MC_RELATIVE_LIMIT) return now + t;
-    return t;
+    if (t <= MC_RELATIVE_LIMIT) return now + (int64_t)t * 1000;
+    return (int64_t)t * 1000;
 }
 
 static mc_stripe *stripe_of(mc_store *s, uint64_t h)
@@ -511,5 +511,5 @@ void mc_get_stats(mc_store *s, const char *app, size_t app_len, int64_t now, mc_
         }
         pthread_mutex_unlock(&st->mu);
     }
-    if (oldest && now > oldest) out->oldest_item_age = (uint32_t)(now - oldest);
+    if (oldest && now > oldest) out->oldest_item_age = (uint32_t)((now - oldest) / 1000);
 }

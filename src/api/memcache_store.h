@@ -6,10 +6,11 @@
  * Every item is addressed by (app, namespace, key): apps never see each
  * other's items and each app has its own statistics and flush.
  *
- * Times are wall-clock unix seconds passed in by the caller (`now`), so tests
- * can drive expiry without sleeping. Expirations and delete holds use
- * memcache's convention: 0 = none, up to 30 days = relative seconds, larger =
- * an absolute unix time. */
+ * Times are wall-clock unix milliseconds passed in by the caller (`now`), so
+ * tests can drive expiry without sleeping and a relative expiration of N
+ * seconds lasts N seconds, not "until the clock's second ticks over".
+ * Expirations and delete holds use memcache's convention: 0 = none, up to 30
+ * days = relative seconds, larger = an absolute unix time in seconds. */
 #ifndef CZ_MEMCACHE_STORE_H
 #define CZ_MEMCACHE_STORE_H
 
@@ -39,9 +40,9 @@ typedef struct {
     const uint8_t *value; size_t value_len;   /* empty for a delete-locked peek */
     uint32_t flags;
     uint64_t cas;
-    int64_t  expires;          /* absolute unix seconds, 0 = never */
-    int64_t  last_access;
-    int64_t  lock_until;       /* > 0 while delete-locked (peek only) */
+    int64_t  expires;          /* unix ms, 0 = never */
+    int64_t  last_access;      /* unix ms */
+    int64_t  lock_until;       /* unix ms, > 0 while delete-locked (peek only) */
 } mc_view;
 
 typedef void (*mc_emit_fn)(void *arg, const mc_view *v);
@@ -60,7 +61,7 @@ void      mc_store_free(mc_store *s);
 int       mc_store_stripes(const mc_store *s);
 size_t    mc_store_used(mc_store *s);       /* accounted bytes, all apps */
 
-/* Absolute unix time for a memcache-style time t (0 stays 0). */
+/* Absolute unix time in ms for a memcache-style time t (0 stays 0). */
 int64_t mc_abs_time(uint32_t t, int64_t now);
 
 /* Get: on a hit calls emit (under the stripe lock: copy what you need) and

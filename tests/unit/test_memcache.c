@@ -8,7 +8,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#define T0 1700000000LL     /* a fixed "now" in unix seconds */
+#define SEC 1000LL
+#define T0 (1700000000LL * SEC)   /* a fixed "now" in unix milliseconds */
 
 static mc_key K(const char *app, const char *ns, const char *key)
 {
@@ -107,25 +108,25 @@ TEST(delete_hold)
     CHECK_INT(mc_delete(s, &k, 10, T0), 1);
     CHECK_INT(get(s, k, T0, &g), 0);
     CHECK_INT(mc_delete(s, &k, 0, T0), 0);           /* already gone */
-    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 5), MC_NOT_STORED);
-    CHECK_INT(set(s, k, "v", MC_REPLACE, 0, T0 + 5), MC_NOT_STORED);
+    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 5 * SEC), MC_NOT_STORED);
+    CHECK_INT(set(s, k, "v", MC_REPLACE, 0, T0 + 5 * SEC), MC_NOT_STORED);
     /* A peek reports the lock. */
     memset(&g, 0, sizeof g);
-    CHECK_INT(mc_get(s, &k, 1, T0 + 5, grab, &g), 1);
-    CHECK_INT(g.lock_until, T0 + 10);
+    CHECK_INT(mc_get(s, &k, 1, T0 + 5 * SEC, grab, &g), 1);
+    CHECK_INT(g.lock_until, T0 + 10 * SEC);
     CHECK_INT(g.len, 0);
     /* After the hold ADD works again. */
-    CHECK_INT(set(s, k, "v2", MC_ADD, 0, T0 + 10), MC_STORED);
-    CHECK_INT(get(s, k, T0 + 10, &g), 1);
+    CHECK_INT(set(s, k, "v2", MC_ADD, 0, T0 + 10 * SEC), MC_STORED);
+    CHECK_INT(get(s, k, T0 + 10 * SEC, &g), 1);
     CHECK_STR(g.value, "v2");
     /* SET always works during a hold. */
-    mc_delete(s, &k, 100, T0 + 10);
-    CHECK_INT(set(s, k, "v3", MC_SET, 0, T0 + 11), MC_STORED);
-    CHECK_INT(get(s, k, T0 + 11, &g), 1);
+    mc_delete(s, &k, 100, T0 + 10 * SEC);
+    CHECK_INT(set(s, k, "v3", MC_SET, 0, T0 + 11 * SEC), MC_STORED);
+    CHECK_INT(get(s, k, T0 + 11 * SEC, &g), 1);
     /* An absolute hold time. */
-    mc_delete(s, &k, (uint32_t)(T0 + 20), T0 + 11);
-    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 19), MC_NOT_STORED);
-    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 20), MC_STORED);
+    mc_delete(s, &k, (uint32_t)(T0 / SEC + 20), T0 + 11 * SEC);
+    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 19 * SEC), MC_NOT_STORED);
+    CHECK_INT(set(s, k, "v", MC_ADD, 0, T0 + 20 * SEC), MC_STORED);
     mc_store_free(s);
 }
 
@@ -135,21 +136,25 @@ TEST(expiry)
     got g;
     mc_key a = K("a", "", "rel"), b = K("a", "", "abs"), c = K("a", "", "never");
     set(s, a, "1", MC_SET, 5, T0);                          /* relative */
-    set(s, b, "2", MC_SET, (uint32_t)(T0 + 100), T0);       /* absolute */
+    set(s, b, "2", MC_SET, (uint32_t)(T0 / SEC + 100), T0);       /* absolute */
     set(s, c, "3", MC_SET, 0, T0);
-    CHECK_INT(get(s, a, T0 + 4, &g), 1);
-    CHECK_INT(get(s, a, T0 + 5, &g), 0);
-    CHECK_INT(get(s, b, T0 + 99, &g), 1);
-    CHECK_INT(get(s, b, T0 + 100, &g), 0);
-    CHECK_INT(get(s, c, T0 + 1000000, &g), 1);
+    CHECK_INT(get(s, a, T0 + 4 * SEC, &g), 1);
+    CHECK_INT(get(s, a, T0 + 5 * SEC, &g), 0);
+    CHECK_INT(get(s, b, T0 + 99 * SEC, &g), 1);
+    CHECK_INT(get(s, b, T0 + 100 * SEC, &g), 0);
+    CHECK_INT(get(s, c, T0 + 1000000 * SEC, &g), 1);
     /* 30 days is still relative; one second more is an absolute time (long past). */
     set(s, a, "1", MC_SET, MC_RELATIVE_LIMIT, T0);
-    CHECK_INT(get(s, a, T0 + MC_RELATIVE_LIMIT - 1, &g), 1);
+    CHECK_INT(get(s, a, T0 + (MC_RELATIVE_LIMIT - 1) * SEC, &g), 1);
     set(s, a, "1", MC_SET, MC_RELATIVE_LIMIT + 1, T0);
     CHECK_INT(get(s, a, T0, &g), 0);
     /* An expired item does not block ADD. */
     set(s, a, "1", MC_SET, 1, T0);
-    CHECK_INT(set(s, a, "n", MC_ADD, 0, T0 + 1), MC_STORED);
+    CHECK_INT(set(s, a, "n", MC_ADD, 0, T0 + 1 * SEC), MC_STORED);
+    /* A relative time counts from the moment of the set, not the whole second. */
+    set(s, a, "1", MC_SET, 1, T0 + 999);
+    CHECK_INT(get(s, a, T0 + 1998, &g), 1);
+    CHECK_INT(get(s, a, T0 + 1999, &g), 0);
     mc_store_free(s);
 }
 
@@ -182,10 +187,10 @@ TEST(incr)
     /* Flags and expiry survive an increment. */
     mc_set(s, &k, "41", 2, 3, MC_SET, 0, 0, 10, T0);
     CHECK_INT(mc_incr(s, &k, 0, 1, 0, 0, 0, T0, &nv), MC_INCR_OK);
-    CHECK_INT(get(s, k, T0 + 9, &g), 1);
+    CHECK_INT(get(s, k, T0 + 9 * SEC, &g), 1);
     CHECK_STR(g.value, "42");
     CHECK_INT(g.flags, 3);
-    CHECK_INT(get(s, k, T0 + 10, &g), 0);
+    CHECK_INT(get(s, k, T0 + 10 * SEC, &g), 0);
     mc_store_free(s);
 }
 
@@ -299,11 +304,11 @@ TEST(stats)
     CHECK_INT(st.items, 0);
     CHECK_INT(st.hits, 0);
     set(s, K("a", "", "k1"), "hello", MC_SET, 0, T0);
-    set(s, K("a", "", "k2"), "xy", MC_SET, 0, T0 + 10);
+    set(s, K("a", "", "k2"), "xy", MC_SET, 0, T0 + 10 * SEC);
     set(s, K("b", "", "k3"), "other", MC_SET, 0, T0);
-    get(s, K("a", "", "k1"), T0 + 20, &g);
-    get(s, K("a", "", "nope"), T0 + 20, &g);
-    mc_get_stats(s, "a", 1, T0 + 30, &st);
+    get(s, K("a", "", "k1"), T0 + 20 * SEC, &g);
+    get(s, K("a", "", "nope"), T0 + 20 * SEC, &g);
+    mc_get_stats(s, "a", 1, T0 + 30 * SEC, &st);
     CHECK_INT(st.hits, 1);
     CHECK_INT(st.misses, 1);
     CHECK_INT(st.byte_hits, 2 + 5);
@@ -311,17 +316,17 @@ TEST(stats)
     CHECK_INT(st.bytes, 2 + 5 + 2 + 2);
     CHECK_INT(st.oldest_item_age, 20);     /* k2, last used at T0+10 */
     /* Expired items leave the counts. */
-    set(s, K("a", "", "k4"), "zz", MC_SET, 5, T0 + 30);
-    mc_get_stats(s, "a", 1, T0 + 30, &st);
+    set(s, K("a", "", "k4"), "zz", MC_SET, 5, T0 + 30 * SEC);
+    mc_get_stats(s, "a", 1, T0 + 30 * SEC, &st);
     CHECK_INT(st.items, 3);
-    mc_get_stats(s, "a", 1, T0 + 40, &st);
+    mc_get_stats(s, "a", 1, T0 + 40 * SEC, &st);
     CHECK_INT(st.items, 2);
     mc_flush_app(s, "a", 1);
-    mc_get_stats(s, "a", 1, T0 + 40, &st);
+    mc_get_stats(s, "a", 1, T0 + 40 * SEC, &st);
     CHECK_INT(st.items, 0);
     CHECK_INT(st.bytes, 0);
     CHECK_INT(st.hits, 0);
-    mc_get_stats(s, "b", 1, T0 + 40, &st);
+    mc_get_stats(s, "b", 1, T0 + 40 * SEC, &st);
     CHECK_INT(st.items, 1);
     mc_store_free(s);
 }
