@@ -61,7 +61,7 @@ static int check_override(api_ctx *ctx, const common *c, api_reply *reply)
     if (!c->has_override) return 0;
     bytes mine = bare_app(ctx->app_id, strlen(ctx->app_id));
     bytes theirs = bare_app((const char *)c->override_app.p, c->override_app.n);
-    if (theirs.n == mine.n && !memcmp(theirs.p, mine.p, mine.n)) return 0;
+    if (theirs.n == mine.n && (mine.n == 0 || !memcmp(theirs.p, mine.p, mine.n))) return 0;
     api_app_error(reply, MEMCACHE_PERMISSION_DENIED,
                   "Memcache of another application may not be accessed.");
     return -1;
@@ -437,6 +437,8 @@ api_method_fn memcache_method(const char *method)
     return NULL;
 }
 
+static void free_store(void *store) { mc_store_free(store); }
+
 static size_t configured_cap(void)
 {
     const char *e = getenv("CYCLOZZO_MEMCACHE_MB");
@@ -457,6 +459,7 @@ void memcache_register(api_server *srv, const char *home)
     mc_store *store = mc_store_new(cap, 0);
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         api_register(srv, "memcache", methods[i].name, methods[i].fn, store);
+    api_on_stop(srv, free_store, store);
     log_info("memcache", "msg=\"in-process memcache ready\" cap_mb=%zu stripes=%d",
              cap >> 20, mc_store_stripes(store));
 }

@@ -298,7 +298,8 @@ static mc_item *lookup(mc_stripe *st, mc_app *a, uint64_t h, const mc_key *k, in
     for (mc_item *it = st->buckets[h & (st->nbuckets - 1)]; it; it = it->hnext) {
         if (it->hash != h || it->app != a || it->ns_len != k->ns_len || it->key_len != k->key_len)
             continue;
-        if (memcmp(it->data, k->ns, k->ns_len) || memcmp(it->data + k->ns_len, k->key, k->key_len))
+        if ((k->ns_len && memcmp(it->data, k->ns, k->ns_len)) ||
+            (k->key_len && memcmp(it->data + k->ns_len, k->key, k->key_len)))
             continue;
         if (is_stale(it, now)) { drop_item(st, it); return NULL; }
         return it;

@@ -316,3 +316,50 @@ def test_cap_and_eviction(tmp_path):
         assert mc.get("k0") == chunk                 # kept: it was used all along
     finally:
         s.stop()
+
+
+def test_concurrent_increments_and_sets(server):
+    """The API server runs calls on a worker pool: increments from several
+    threads must all count, and concurrent sets must leave whole values."""
+    import threading
+    from google.appengine.runtime import default_api_stub
+    memcache.Client().set("ctr", 0)
+    errors = []
+
+    def work(tid):
+        try:
+            default_api_stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(True)
+            c = memcache.Client()
+            for i in range(100):
+                if c.incr("ctr") is None:
+                    errors.append("incr failed")
+                c.set("shared", bytes([65 + tid]) * 5000)
+                v = c.get("shared")
+                if v is None or len(set(v)) != 1 or len(v) != 5000:
+                    errors.append("torn value")
+        except Exception as e:  # surfaced below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert memcache.Client().get("ctr") == 400
+
+
+def test_peek(mc):
+    now = int(time.time())
+    mc.set("p", b"val", time=100)
+    it = mc.peek("p")
+    assert it.get_value() == b"val"
+    assert now + 99 <= it.get_expiration_time_sec() <= now + 101
+    assert abs(it.get_last_access_time_sec() - now) <= 1
+    assert it.get_delete_lock_time_sec() == 0
+    mc.delete("p", seconds=50)
+    it = mc.peek("p")                               # peek sees the held key
+    assert it.get_value() == ""
+    assert now + 49 <= it.get_delete_lock_time_sec() <= now + 51
+    assert mc.get("p") is None
+    assert mc.peek("never") is None
