@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 
-from conftest import BIN
+from conftest import BIN, assert_clean_logs
 
 
 class ApiServer:
@@ -17,14 +17,18 @@ class ApiServer:
         self.home = home
         env = dict(os.environ)
         env.update(extra_env or {})
-        self.proc = subprocess.Popen(
-            [os.path.join(BIN, "cz-apiserver"), "--home", home, "--port", "0",
-             "--log-level", "warn", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        os.makedirs(os.path.join(home, "logs"), exist_ok=True)
+        self.log = os.path.join(home, "logs", "cz-apiserver.log")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(BIN, "cz-apiserver"), "--home", home, "--port", "0",
+                 "--log-level", "warn", *args],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith("port="):
             self.stop()
-            raise RuntimeError("cz-apiserver did not start: %r %s" % (line, self.proc.stderr.read()))
+            with open(self.log, errors="replace") as f:
+                raise RuntimeError("cz-apiserver did not start: %r %s" % (line, f.read()))
         self.port = int(line.strip().split("=", 1)[1])
 
     def mint(self, app, *args):
@@ -34,6 +38,7 @@ class ApiServer:
         return out.stdout.strip()
 
     def stop(self):
+        """Stop the server; fail on any sanitizer report in its log."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -41,24 +46,42 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc.stdout.close()
+        assert_clean_logs(self.home)
 
 
-_registered = False
+_saved = None     # (os.environ, stub map) as they were before use_ticket
 
 
 def use_ticket(server, ticket):
-    """Route the SDK's API calls in this process to server with ticket."""
-    global _registered
+    """Route the SDK's API calls in this process to server with ticket.
+    restore() undoes it (the fixtures call it on teardown)."""
+    global _saved
     from google.appengine.api import apiproxy_stub_map
     from google.appengine.runtime import default_api_stub
+    if _saved is None:
+        _saved = (dict(os.environ), apiproxy_stub_map.apiproxy)
+        apiproxy_stub_map.apiproxy = apiproxy_stub_map.APIProxyStubMap()
+        default_api_stub.Register(default_api_stub.DefaultApiStub())
     os.environ["API_HOST"] = "127.0.0.1"
     os.environ["API_PORT"] = str(server.port)
     os.environ[default_api_stub.TICKET_HEADER] = ticket
     default_api_stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(True)
-    if not _registered:
-        apiproxy_stub_map.apiproxy = apiproxy_stub_map.APIProxyStubMap()
-        default_api_stub.Register(default_api_stub.DefaultApiStub())
-        _registered = True
+
+
+def restore():
+    """Put the environment and the SDK's stub map back as they were."""
+    global _saved
+    if _saved is None:
+        return
+    from google.appengine.api import apiproxy_stub_map
+    from google.appengine.runtime import default_api_stub
+    env, stubmap = _saved
+    os.environ.clear()          # the SDK keeps request state (namespace, OAuth) here too
+    os.environ.update(env)
+    apiproxy_stub_map.apiproxy = stubmap
+    default_api_stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(False)
+    _saved = None
 
 
 def raw_call(service, method, request, response):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from apiserver_sdk import ApiServer, raw_call, use_ticket, wait_until
+from apiserver_sdk import ApiServer, raw_call, restore, use_ticket, wait_until
 
 from google.appengine.api import memcache, namespace_manager
 from google.appengine.api.memcache import memcache_service_pb2 as pb
@@ -24,6 +24,7 @@ def server(tmp_path):
     use_ticket(s, s.tickets[APP])
     namespace_manager.set_namespace("")
     yield s
+    restore()
     s.stop()
 
 
@@ -315,6 +316,7 @@ def test_cap_and_eviction(tmp_path):
         assert mc.get("k1") is None                  # evicted, least recently used
         assert mc.get("k0") == chunk                 # kept: it was used all along
     finally:
+        restore()
         s.stop()
 
 

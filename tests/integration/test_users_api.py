@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from apiserver_sdk import ApiServer, raw_call, use_ticket
+from apiserver_sdk import ApiServer, raw_call, restore, use_ticket
 
 from google.appengine.api import user_service_pb2 as pb
 from google.appengine.api import oauth, users
@@ -20,6 +20,7 @@ def server(tmp_path):
     s = ApiServer(str(home))
     use_ticket(s, s.mint("dev~usersapp"))
     yield s
+    restore()
     s.stop()
 
 
