@@ -47,13 +47,19 @@ static void put_escaped(buf *b, const uint8_t *p, size_t n)
     }
 }
 
+static int scheme_char(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '-' || c == '.';
+}
+
 /* The destination as the continue parameter. One with a scheme and host is
  * kept as given; one without and with an empty path gets the path "/". */
 static void put_destination(buf *b, const uint8_t *p, size_t n)
 {
-    int has_host = 0;
-    for (size_t i = 0; i + 2 < n; i++)
-        if (p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/') { has_host = 1; break; }
+    size_t i = 0;          /* a scheme, then "://" */
+    while (i < n && scheme_char(p[i])) i++;
+    int has_host = i > 0 && i + 3 <= n && !memcmp(p + i, "://", 3);
     if (!has_host && (n == 0 || p[0] == '?' || p[0] == '#')) put_escaped(b, (const uint8_t *)"/", 1);
     put_escaped(b, p, n);
 }

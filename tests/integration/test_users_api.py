@@ -42,6 +42,7 @@ def test_login_url(server):
     assert continue_of(url, "/_ah/login") == "http://example.com:8080/x/y?q=1"
     assert users.create_login_url() == "/_ah/login?continue=/"
     assert users.create_login_url("?x=1") == "/_ah/login?continue=/%3Fx%3D1"
+    assert users.create_login_url("?next=http://h/") == "/_ah/login?continue=/%3Fnext%3Dhttp%3A//h/"
     assert continue_of(users.create_login_url("/caf\u00e9"), "/_ah/login") == "/caf\u00e9"
     with pytest.raises(users.NotAllowedError):
         users.create_login_url("/", federated_identity="https://openid.example")
