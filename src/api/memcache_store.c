@@ -7,8 +7,9 @@
  * app's items in this stripe, so Stats and FlushAll for one app never walk
  * other apps' items. An item is one allocation: header, namespace, key, value.
  *
- * Memory: every item is charged malloc_usable_size() of its allocation plus
- * one hash slot; a stripe evicts from its LRU tail until the new item fits in
+ * Memory: every item is charged malloc_usable_size() of its allocation, the
+ * allocator's chunk header and up to two hash slots, so the heap really used
+ * stays under the cap; a stripe evicts from its LRU tail until the new item fits in
  * cap/stripes. Delete holds keep a value-less "locked" item (charged too)
  * until the hold ends. Expired items are dropped when touched, when they reach
  * the LRU tail during eviction, or when Stats walks the app's list.
@@ -288,7 +289,9 @@ static mc_item *new_item(mc_app *a, uint64_t hash, const mc_key *k,
     if (k->ns_len) memcpy(it->data, k->ns, k->ns_len);
     if (k->key_len) memcpy(it->data + k->ns_len, k->key, k->key_len);
     if (value_len) memcpy(it->data + k->ns_len + k->key_len, value, value_len);
-    it->charge = malloc_usable_size(it) + sizeof(mc_item *);
+    /* The allocation, the allocator's chunk header, and the hash slot (the
+     * table is kept between half and fully loaded: up to two slots an item). */
+    it->charge = malloc_usable_size(it) + sizeof(size_t) + 2 * sizeof(mc_item *);
     return it;
 }
 
