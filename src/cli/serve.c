@@ -119,7 +119,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     int rc = 1;
 
     /* API server: every service, on a private loopback port. */
-    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
+    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
     api_register_all(api, home);
