@@ -225,10 +225,12 @@ long users_form_value(const char *data, size_t len, const char *name, char *out,
 void users_safe_continue(const char *url, const char *host, size_t host_len, char *out, size_t outlen)
 {
     size_t n = url ? strlen(url) : 0;
-    int ok = n > 0 && n < outlen;
+    int ok = n > 0;
+    /* Control characters could split the Location header, and browsers
+     * read '\\' as '/': either refuses the URL. */
     for (size_t i = 0; ok && i < n; i++) {
         unsigned char ch = (unsigned char)url[i];
-        if (ch <= 0x20 || ch >= 0x7f || ch == '\\') ok = 0;
+        if (ch < 0x20 || ch == 0x7f || ch == '\\') ok = 0;
     }
     if (ok) {
         if (url[0] == '/') ok = url[1] != '/';
@@ -242,7 +244,21 @@ void users_safe_continue(const char *url, const char *host, size_t host_len, cha
             }
         }
     }
-    snprintf(out, outlen, "%s", ok ? url : "/");
+    /* Spaces and non-ASCII bytes (a UTF-8 path) are sent percent-encoded. */
+    static const char hx[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char ch = (unsigned char)url[i];
+        if (ch == ' ' || ch >= 0x80) {
+            if (o + 4 > outlen) { ok = 0; break; }
+            out[o++] = '%'; out[o++] = hx[ch >> 4]; out[o++] = hx[ch & 15];
+        } else {
+            if (o + 2 > outlen) { ok = 0; break; }
+            out[o++] = (char)ch;
+        }
+    }
+    if (ok) out[o] = 0;
+    else snprintf(out, outlen, "/");
 }
 
 /* ---- failed sign-ins ---- */

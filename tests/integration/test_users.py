@@ -210,6 +210,8 @@ def test_forged_or_altered_cookies_and_headers_ignored(site):
     ("https://127.0.0.1.evil.example/", "/"),
     ("javascript:alert(1)", "/"),
     ("/private?x=1", "/private?x=1"),
+    ("/next?a=b&c=d e#frag", "/next?a=b&c=d%20e#frag"),
+    ("/caf\u00e9", "/caf%C3%A9"),
     ("HOST/ok", "HOST/ok"),
 ])
 def test_no_open_redirect(site, target, expect):
@@ -307,6 +309,10 @@ SDK_MAIN = """\
 from google.appengine.api import users, wrap_wsgi_app
 
 def _app(environ, start_response):
+    if environ["PATH_INFO"] == "/urls":
+        body = users.create_login_url("/admin/x") + " " + users.create_logout_url("/")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body.encode()]
     user = users.get_current_user()
     if user is None:
         body = "anonymous"
@@ -337,5 +343,15 @@ def test_sdk_users_api_sees_the_user(tmp_path, cz_env):
         email, uid, nick, admin = r.text.split("|")
         assert (email, nick, admin) == (ROOT[0], ROOT[0], "True") and re.fullmatch(r"\d{21}", uid)
         assert requests.get(base + "/").text == "anonymous"
+        # The users API's own URLs lead through the same pages.
+        login_url, logout_url = requests.get(base + "/urls").text.split(" ")
+        t = requests.Session()
+        r = t.get(base + login_url)
+        assert r.status_code == 200 and 'name="password"' in r.text
+        cont = re.search(r'name="continue" value="([^"]*)"', r.text).group(1)
+        r = t.post(base + "/_ah/login", data={"email": ROOT[0], "password": ROOT[1], "continue": cont})
+        assert r.url == base + "/admin/x" and r.text.split("|")[1] == uid
+        r = t.get(base + logout_url)
+        assert r.url == base + "/" and r.text == "anonymous"
     finally:
         cz("--stop", "application", "--port", str(port), env=cz_env, check=False)

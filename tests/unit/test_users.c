@@ -256,10 +256,15 @@ TEST(safe_continue)
     CHECK_STR(cont("HTTPS://H:80", "h:80"), "HTTPS://H:80");
     CHECK_STR(cont("http://h:80?x", "h:80"), "http://h:80?x");
     const char *bad[] = {"//evil.com/", "/\\evil.com", "http://evil.com/", "http://h:80.evil.com/", "http://h:80@evil.com/",
-                         "http://h:8/", "javascript:alert(1)", "evil.com", "/x\r\nSet-Cookie: a=b", "/x y", "ftp://h:80/",
+                         "http://h:8/", "javascript:alert(1)", "evil.com", "/x\r\nSet-Cookie: a=b", "/x\ty", "ftp://h:80/", "/x\x7f",
                          "", "http://h:80\t/", NULL};
     for (int i = 0; bad[i]; i++) CHECK_STR(cont(bad[i], "h:80"), "/");
     CHECK_STR(cont("http://h:80/", NULL), "/");
+    CHECK_STR(cont("/next?a=b&c=d e#frag", "h:80"), "/next?a=b&c=d%20e#frag");
+    CHECK_STR(cont("/caf\xc3\xa9", "h:80"), "/caf%C3%A9");
+    static char small[8];
+    users_safe_continue("/\xc3\xa9\xc3\xa9", "h", 1, small, sizeof small);
+    CHECK_STR(small, "/");
 }
 
 static void post(users_ctx *u, const char *body, const char *origin, users_resp *r)
