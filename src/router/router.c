@@ -28,6 +28,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <openssl/crypto.h>
+
 #include "core/log.h"
 #include "core/util.h"
 #include "users/session.h"
@@ -361,6 +363,7 @@ static void users_respond(rconn *c)
     users_handle(r->c.users, c->users_page, &rq, &resp);
     conn_send_page(c, resp.status, buf_rp(&resp.head), buf_unread(&resp.head), buf_rp(&resp.body), buf_unread(&resp.body));
     users_resp_free(&resp);
+    OPENSSL_cleanse(buf_rp(&c->upbody), buf_unread(&c->upbody));   /* the password */
     buf_reset(&c->upbody);
 }
 

@@ -422,9 +422,19 @@ static int origin_ok(const users_req *rq)
     return n - pl == rq->host_len && !strncasecmp(o + pl, rq->host, rq->host_len);
 }
 
+static void check_login_post(users_ctx *u, const users_req *rq, users_resp *r, char *pw, size_t pwlen);
+
 static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
 {
-    char email[FORM_FIELD_MAX], pw[FORM_FIELD_MAX], cont[FORM_FIELD_MAX], adm[16];
+    char pw[FORM_FIELD_MAX];
+    check_login_post(u, rq, r, pw, sizeof pw);
+    OPENSSL_cleanse(pw, sizeof pw);
+}
+
+static void check_login_post(users_ctx *u, const users_req *rq, users_resp *r, char *pw, size_t pwlen)
+{
+    char email[FORM_FIELD_MAX], cont[FORM_FIELD_MAX], adm[16];
+    pw[0] = 0;
     if (users_form_value(rq->body, rq->body_len, "continue", cont, sizeof cont) < 0) snprintf(cont, sizeof cont, "/");
     if (!origin_ok(rq)) {
         r->status = 403;
@@ -432,7 +442,7 @@ static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
         return;
     }
     long el = users_form_value(rq->body, rq->body_len, "email", email, sizeof email);
-    long pl = users_form_value(rq->body, rq->body_len, "password", pw, sizeof pw);
+    long pl = users_form_value(rq->body, rq->body_len, "password", pw, pwlen);
     char norm[USERS_EMAIL_MAX + 1], err[256];
     if (el <= 0 || users_email_normalise(email, norm, err, sizeof err) < 0) {
         r->status = 400;
@@ -456,7 +466,6 @@ static void do_login_post(users_ctx *u, const users_req *rq, users_resp *r)
         }
         users_account a;
         int v = pl > 0 ? accounts_verify(u->home, norm, pw, &a, err, sizeof err) : 0;
-        OPENSSL_cleanse(pw, sizeof pw);
         if (v < 0) {
             log_error("users", "msg=\"cannot check a sign-in\" reason=%s", log_q(err));
             r->status = 500;
