@@ -12,11 +12,14 @@ import requests
 
 from conftest import assert_clean_logs, cz, free_port
 
-APP_YAML = """\
-runtime: python311
+APP_YAML = r"""runtime: python311
 handlers:
 - url: /admin/.*
   script: auto
+  login: admin
+- url: /staff\.txt
+  static_files: staff.txt
+  upload: staff\.txt
   login: admin
 - url: /private
   script: auto
@@ -60,6 +63,7 @@ def site(tmp_path_factory):
     appdir.mkdir()
     (appdir / "app.yaml").write_text(APP_YAML)
     (appdir / "main.py").write_text(MAIN_PY)
+    (appdir / "staff.txt").write_text("for administrators\n")
     env = dict(os.environ, CYCLOZZO_HOME=str(home))
     add_user(env, "Alice@Example.com", ALICE[1])
     add_user(env, ROOT[0], ROOT[1], "--admin")
@@ -128,6 +132,7 @@ def test_login_required_flow_admin_and_logout(site):
     assert r.status_code == 403
     assert "alice@example.com" in r.text and "not an administrator" in r.text
     assert "/_ah/logout?continue=" in r.text
+    assert s.get(base + "/staff.txt", allow_redirects=False).status_code == 403    # static handlers too
 
     # Sign out: the cookie is cleared and protected pages redirect again.
     r = s.get(base + "/_ah/logout?continue=/bye", allow_redirects=False)
@@ -146,6 +151,9 @@ def test_login_required_flow_admin_and_logout(site):
     seen_root = r.json()
     assert seen_root["USER_IS_ADMIN"] == "1" and seen_root["USER_EMAIL"] == ROOT[0]
     assert seen_root["USER_ID"] != seen["USER_ID"]
+    r = a.get(base + "/staff.txt")
+    assert r.status_code == 200 and r.text == "for administrators\n"
+    assert requests.get(base + "/staff.txt", allow_redirects=False).status_code == 302
 
 
 def test_logout_clears_browser_cookie(site):
