@@ -412,10 +412,11 @@ fail_quiet:
     return -1;
 }
 
-/* Copy the fields of raw other than key, entity_group and (when skip_props)
- * the properties, verbatim. */
-static void copy_other_fields(buf *b, const uint8_t *raw, size_t rawn, int skip_props)
+/* Copy, verbatim and in wire order, the fields of raw whose numbers lie in
+ * [lo, hi], except key (13) and entity_group (16), which callers write. */
+static void copy_fields(buf *b, const uint8_t *raw, size_t rawn, uint32_t lo, uint32_t hi)
 {
+    if (!raw) return;
     pb_reader r;
     pb_reader_init(&r, raw, rawn);
     uint32_t f;
@@ -424,35 +425,47 @@ static void copy_other_fields(buf *b, const uint8_t *raw, size_t rawn, int skip_
         const uint8_t *start = r.p;
         if (pb_next(&r, &f, &wt) <= 0) break;
         if (pb_skip(&r, wt, f) < 0) break;
-        if (f == 13 || f == 16) continue;
-        if (skip_props && (f == 14 || f == 15)) continue;
+        if (f == 13 || f == 16 || f < lo || f > hi) continue;
         buf_append(b, start, (size_t)(r.p - start));
     }
 }
 
-void ds_entity_encode(buf *b, const ds_entity *e)
-{
-    size_t m = pb_begin(b, 13);
-    ds_ref_encode(b, &e->key);
-    pb_end(b, m);
-    m = pb_begin(b, 16);
-    ds_path_encode(b, e->group, e->ngroup);
-    pb_end(b, m);
-    if (e->raw) copy_other_fields(b, e->raw, e->rawn, 1);
-    for (size_t i = 0; i < e->nprops; i++) {
-        m = pb_begin(b, e->props[i].indexed ? 14 : 15);
-        ds_prop_encode(b, &e->props[i]);
-        pb_end(b, m);
-    }
-}
-
-void ds_entity_encode_keyed(buf *b, const ds_entity *e, const ds_ref *key)
+static void put_key_field(buf *b, const ds_ref *key)
 {
     size_t m = pb_begin(b, 13);
     ds_ref_encode(b, key);
     pb_end(b, m);
-    m = pb_begin(b, 16);
-    ds_path_encode(b, key->elems, key->nelems ? 1 : 0);
+}
+
+static void put_group_field(buf *b, const ds_elem *elems, size_t n)
+{
+    size_t m = pb_begin(b, 16);
+    ds_path_encode(b, elems, n);
     pb_end(b, m);
-    copy_other_fields(b, e->raw, e->rawn, 0);
+}
+
+/* Fields go out in field-number order, as the SDKs write them, so an entity
+ * the SDK encoded re-encodes to the same bytes. */
+void ds_entity_encode(buf *b, const ds_entity *e)
+{
+    copy_fields(b, e->raw, e->rawn, 1, 12);
+    put_key_field(b, &e->key);
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < e->nprops; i++) {
+            if (e->props[i].indexed != (pass == 0)) continue;
+            size_t m = pb_begin(b, pass == 0 ? 14 : 15);
+            ds_prop_encode(b, &e->props[i]);
+            pb_end(b, m);
+        }
+    put_group_field(b, e->group, e->ngroup);
+    copy_fields(b, e->raw, e->rawn, 17, UINT32_MAX);
+}
+
+void ds_entity_encode_keyed(buf *b, const ds_entity *e, const ds_ref *key)
+{
+    copy_fields(b, e->raw, e->rawn, 1, 12);
+    put_key_field(b, key);
+    copy_fields(b, e->raw, e->rawn, 14, 15);
+    put_group_field(b, key->elems, key->nelems ? 1 : 0);
+    copy_fields(b, e->raw, e->rawn, 17, UINT32_MAX);
 }

@@ -47,7 +47,8 @@ enum {
 /* Longest key every engine accepts (LMDB's default limit is 511). */
 #define KV_MAX_KEY 511
 
-/* Open an engine. spec is "lmdb:DIR", or a plain directory path (LMDB).
+/* Open an engine. spec is "lmdb:DIR" (optionally "lmdb:DIR?map=BYTES", the
+ * starting map size), or a plain directory path (LMDB).
  * The directory is created if missing. NULL + err on failure. */
 kv_engine *kv_open(const char *spec, char *err, size_t errlen);
 void kv_close(kv_engine *e);

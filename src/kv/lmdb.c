@@ -7,7 +7,9 @@
  * acknowledged write survives kill -9 and power loss. Several processes may
  * open the same directory: LMDB coordinates them through its lock file.
  *
- * Growth: the map starts at KV_LMDB_MAP0 and doubles whenever a write hits
+ * Spec: "DIR", or "DIR?map=BYTES" to choose the starting map size.
+ *
+ * Growth: the map starts at KV_LMDB_MAP0 (or the spec's) and doubles whenever a write hits
  * MDB_MAP_FULL. LMDB only allows resizing while this process has no
  * transaction open, so transactions hold a process-wide rwlock for reading
  * and a resize takes it for writing; the write that hit the limit reports
@@ -83,8 +85,25 @@ static int resize(lmdb_engine *le, int grow, char *err, size_t errlen)
     return rc ? fail(rc, err, errlen, "map resize") : KV_OK;
 }
 
-kv_engine *kv_lmdb_open(const char *dir, char *err, size_t errlen)
+kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
 {
+    /* "DIR" or "DIR?map=BYTES" (the starting map size; tests use a small one). */
+    char dir[4096];
+    size_t map0 = KV_LMDB_MAP0;
+    const char *q = strstr(spec, "?map=");
+    size_t dn = q ? (size_t)(q - spec) : strlen(spec);
+    if (dn == 0 || dn >= sizeof dir) { set_err(err, errlen, "the datastore directory \"%s\" is not usable", spec); return NULL; }
+    memcpy(dir, spec, dn);
+    dir[dn] = 0;
+    if (q) {
+        char *end;
+        unsigned long long m = strtoull(q + 5, &end, 10);
+        if (*end || m < 16384 || m > KV_LMDB_MAPMAX) {
+            set_err(err, errlen, "the datastore map size in \"%s\" must be a number of bytes from 16384 up", spec);
+            return NULL;
+        }
+        map0 = (size_t)m;
+    }
     if (mkdir_p(dir, 0700) < 0) {
         set_err(err, errlen, "cannot create the datastore directory %s: %s", dir, strerror(errno));
         return NULL;
@@ -103,7 +122,7 @@ kv_engine *kv_lmdb_open(const char *dir, char *err, size_t errlen)
     mdb_env_set_maxreaders(le->env, 1024);
     /* A map smaller than the file would refuse to open; LMDB raises it to
      * the file's size when we ask for less. */
-    mdb_env_set_mapsize(le->env, KV_LMDB_MAP0);
+    mdb_env_set_mapsize(le->env, map0);
     rc = mdb_env_open(le->env, dir, MDB_NOTLS, 0600);
     if (rc) {
         set_err(err, errlen, "cannot open the datastore in %s: %s", dir, mdb_strerror(rc));
