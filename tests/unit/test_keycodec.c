@@ -113,10 +113,10 @@ TEST(numbers_order_like_numbers)
 {
     srand(7);
     for (int i = 0; i < 20000; i++) {
-        int64_t a = ((int64_t)rand() << 33) ^ ((int64_t)rand() << 11) ^ rand();
-        int64_t b = ((int64_t)rand() << 33) ^ ((int64_t)rand() << 11) ^ rand();
-        if (rand() & 1) a = -a;
-        if (i % 7 == 0) b = a + (rand() % 3) - 1;
+        int64_t a = (int64_t)(((uint64_t)rand() << 33) ^ ((uint64_t)rand() << 11) ^ (uint64_t)rand());
+        int64_t b = (int64_t)(((uint64_t)rand() << 33) ^ ((uint64_t)rand() << 11) ^ (uint64_t)rand());
+        if ((rand() & 1) && a != INT64_MIN) a = -a;
+        if (i % 7 == 0 && a > INT64_MIN + 1 && a < INT64_MAX - 1) b = a + (rand() % 3) - 1;
         buf x = BUF_INIT, y = BUF_INIT;
         kc_put_i64(&x, a);
         kc_put_i64(&y, b);
