@@ -16,8 +16,9 @@
 #include "core/util.h"
 #include "datastore/datastore.h"
 
-/* Provided by the query module (datastore/query.c). */
-void datastore_query_register(api_server *srv, void *ds);
+/* Provided by the query module (datastore/query.c). Declared weak so that
+ * binaries link while that module is absent; then queries are not served. */
+void datastore_query_register(api_server *srv, void *ds) __attribute__((weak));
 
 typedef int (*ds_method)(datastore *, const char *, const uint8_t *, size_t, buf *, ds_err *);
 
@@ -74,5 +75,6 @@ void datastore_v3_register(api_server *srv, const char *home)
     api_register(srv, "datastore_v3", "BeginTransaction", BeginTransaction, s);
     api_register(srv, "datastore_v3", "Commit", Commit, s);
     api_register(srv, "datastore_v3", "Rollback", Rollback, s);
-    if (s->ds) datastore_query_register(srv, s->ds);
+    if (s->ds && datastore_query_register) datastore_query_register(srv, s->ds);
+    else if (s->ds) log_warn("datastore", "msg=\"query methods are not built in\"");
 }

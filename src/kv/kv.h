@@ -47,8 +47,9 @@ enum {
 /* Longest key every engine accepts (LMDB's default limit is 511). */
 #define KV_MAX_KEY 511
 
-/* Open an engine. spec is "lmdb:DIR" (optionally "lmdb:DIR?map=BYTES", the
- * starting map size), or a plain directory path (LMDB).
+/* Open an engine. spec is "lmdb:DIR" (optionally "lmdb:DIR?map=BYTES" for
+ * the starting map size, "&nosync=1" to skip fsync for throwaway data), or a
+ * plain directory path (LMDB).
  * The directory is created if missing. NULL + err on failure. */
 kv_engine *kv_open(const char *spec, char *err, size_t errlen);
 void kv_close(kv_engine *e);

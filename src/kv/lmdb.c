@@ -7,7 +7,8 @@
  * acknowledged write survives kill -9 and power loss. Several processes may
  * open the same directory: LMDB coordinates them through its lock file.
  *
- * Spec: "DIR", or "DIR?map=BYTES" to choose the starting map size.
+ * Spec: "DIR", or "DIR?map=BYTES&nosync=1" (starting map size; no fsync,
+ * for throwaway data only).
  *
  * Growth: the map starts at KV_LMDB_MAP0 (or the spec's) and doubles whenever a write hits
  * MDB_MAP_FULL. LMDB only allows resizing while this process has no
@@ -87,22 +88,35 @@ static int resize(lmdb_engine *le, int grow, char *err, size_t errlen)
 
 kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
 {
-    /* "DIR" or "DIR?map=BYTES" (the starting map size; tests use a small one). */
+    /* "DIR", optionally followed by "?opt=v&opt=v": map=BYTES (the starting
+     * map size; tests use a small one), nosync=1 (no fsync at commit: only
+     * for throwaway data such as fuzzing, never for an app's datastore). */
     char dir[4096];
     size_t map0 = KV_LMDB_MAP0;
-    const char *q = strstr(spec, "?map=");
+    unsigned flags = MDB_NOTLS;
+    const char *q = strchr(spec, '?');
     size_t dn = q ? (size_t)(q - spec) : strlen(spec);
     if (dn == 0 || dn >= sizeof dir) { set_err(err, errlen, "the datastore directory \"%s\" is not usable", spec); return NULL; }
     memcpy(dir, spec, dn);
     dir[dn] = 0;
-    if (q) {
+    while (q && *q) {
+        q++;
         char *end;
-        unsigned long long m = strtoull(q + 5, &end, 10);
-        if (*end || m < 16384 || m > KV_LMDB_MAPMAX) {
-            set_err(err, errlen, "the datastore map size in \"%s\" must be a number of bytes from 16384 up", spec);
+        if (!strncmp(q, "map=", 4)) {
+            unsigned long long m = strtoull(q + 4, &end, 10);
+            if ((*end && *end != '&') || m < 16384 || m > KV_LMDB_MAPMAX) {
+                set_err(err, errlen, "the datastore map size in \"%s\" must be a number of bytes from 16384 up", spec);
+                return NULL;
+            }
+            map0 = (size_t)m;
+        } else if (!strncmp(q, "nosync=1", 8) && (q[8] == 0 || q[8] == '&')) {
+            flags |= MDB_NOSYNC;
+            end = (char *)q + 8;
+        } else {
+            set_err(err, errlen, "the datastore spec \"%s\" has an unknown option", spec);
             return NULL;
         }
-        map0 = (size_t)m;
+        q = end;
     }
     if (mkdir_p(dir, 0700) < 0) {
         set_err(err, errlen, "cannot create the datastore directory %s: %s", dir, strerror(errno));
@@ -123,7 +137,7 @@ kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
     /* A map smaller than the file would refuse to open; LMDB raises it to
      * the file's size when we ask for less. */
     mdb_env_set_mapsize(le->env, map0);
-    rc = mdb_env_open(le->env, dir, MDB_NOTLS, 0600);
+    rc = mdb_env_open(le->env, dir, flags, 0600);
     if (rc) {
         set_err(err, errlen, "cannot open the datastore in %s: %s", dir, mdb_strerror(rc));
         goto bad;
