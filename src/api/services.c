@@ -11,7 +11,8 @@ void api_register_all(api_server *srv, const char *home)
     /* capability_service (capability.c) */
     capability_register(srv, home);
 
-    /* datastore_v3: datastore_v3_register(srv, home); goes here. */
+    /* datastore_v3 (datastore_v3.c) */
+    datastore_v3_register(srv, home);
 
     /* memcache: memcache_register(srv, home); goes here. */
 
