@@ -130,11 +130,22 @@ static void fuzz_put(const uint8_t *d, size_t n)
     buf_free(&resp);
 }
 
+static char tmpdir[] = "/tmp/czfuzz.XXXXXX";
+
+static void cleanup(void)
+{
+    char p[64];
+    snprintf(p, sizeof p, "%s/data.mdb", tmpdir); unlink(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", tmpdir); unlink(p);
+    rmdir(tmpdir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc; (void)argv;
-    char tmpl[] = "/tmp/czfuzz.XXXXXX";
-    if (!mkdtemp(tmpl)) abort();
+    if (!mkdtemp(tmpdir)) abort();
+    atexit(cleanup);
+    const char *tmpl = tmpdir;
     char spec[128];
     snprintf(spec, sizeof spec, "lmdb:%s?map=67108864&nosync=1", tmpl);
     char err[256];
