@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "core/buf.h"
+#include "datastore/datastore.h"
 
 /* Query.Filter.Operator */
 enum {
@@ -133,5 +134,35 @@ void dsq_index_yaml(const dsq_index *ix, buf *out);
 /* Encode as a storage CompositeIndex message (state READ_WRITE). */
 void dsq_index_encode(const dsq_index *ix, const char *app, buf *out);
 void dsq_index_free(dsq_index *ix);
+
+/* ---- the query service (query_exec.c) ---- */
+
+typedef struct dsq_engine dsq_engine;
+
+/* A query engine over ds: holds the server-side state of open query cursors
+ * (freed by DeleteCursor, or after ttl without use; default 10 minutes). */
+dsq_engine *dsq_engine_new(datastore *ds);
+void dsq_engine_free(dsq_engine *eng);
+void dsq_engine_set_ttl(dsq_engine *eng, int64_t ttl_us);
+size_t dsq_engine_open_cursors(dsq_engine *eng);
+
+/* datastore_v3 methods: request bytes in, response bytes appended to resp.
+ * app is the calling app's full id. 0, or -1 with e filled (DS_* code). */
+int dsq_run_query(dsq_engine *eng, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+int dsq_next(dsq_engine *eng, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+int dsq_delete_cursor(dsq_engine *eng, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+int dsq_get_indices(dsq_engine *eng, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+
+/* Set an app's composite index mode and declare the indexes of
+ * app_dir/index.yaml (app_dir may be NULL: mode only). require_indexes=1:
+ * a query needing an undeclared index fails with NEED_INDEX (App Engine's
+ * behaviour); 0: the index is created on first use (the dev server's).
+ * Declared indexes are created and filled before this returns. */
+int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int require_indexes, ds_err *e);
+
+/* Register RunQuery, Next, DeleteCursor and GetIndices of datastore_v3 on
+ * srv; ds is the datastore (datastore *). */
+struct api_server;
+void datastore_query_register(struct api_server *srv, void *ds);
 
 #endif
