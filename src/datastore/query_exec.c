@@ -589,9 +589,9 @@ static int run_batch(dsq_engine *eng, qstate *st, kv_txn *kt, int64_t count, int
         int r = kv_cursor_open(kt, &sc.c[i], sc.err, sizeof sc.err);
         if (r != KV_OK) { kv_err(e, r, "opening an index scan", sc.err); goto out; }
     }
-    if (st->done || st->remaining == 0) count = 0, more = 0;
+    if (st->done) more = 0;
+    if (st->remaining >= 0 && count > st->remaining) count = st->remaining;
     while (more && (offset > 0 || emitted < count)) {
-        if (st->remaining >= 0 && emitted >= st->remaining) { more = 0; break; }
         const uint8_t *s; size_t n;
         int r = scan_next(&sc, &st->pos, st->has_pos, st->pos_incl, &s, &n);
         if (r < 0) { kv_err(e, sc.rc, "an index scan", sc.err); goto out; }

@@ -74,7 +74,25 @@ void dsq_index_def_encode(const dsq_index *ix, buf *out)
     pb_put_bool(out, 5, ix->ancestor);
 }
 
+/* The definition (storage Index message) inside a stored CompositeIndex. */
+static int index_def_decode(const uint8_t *p, size_t n, dsq_index *ix);
+
 int dsq_index_def_decode(const uint8_t *p, size_t n, dsq_index *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    pb_reader r;
+    pb_reader_init(&r, p, n);
+    uint32_t f; int wt, rc;
+    const uint8_t *d = NULL; size_t dn = 0;
+    while ((rc = pb_next(&r, &f, &wt)) > 0) {
+        if (f == 3) { if (pb_bytes(&r, wt, &d, &dn) < 0) return -1; }
+        else if (pb_skip(&r, wt, f) < 0) return -1;
+    }
+    if (rc < 0 || r.err || !d) return -1;
+    return index_def_decode(d, dn, ix);
+}
+
+static int index_def_decode(const uint8_t *p, size_t n, dsq_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     pb_reader r;
@@ -260,7 +278,7 @@ int dsq_create_index(datastore *ds, const char *app, const dsq_index *ix, ds_err
         const void *old; size_t oldn;
         rc = kv_get(t, k.data, k.len, &old, &oldn, err, sizeof err);
         if (rc == KV_NOTFOUND) {
-            dsq_index_def_encode(ix, &v);
+            dsq_index_encode(ix, app, &v);
             rc = kv_put(t, k.data, k.len, v.data ? v.data : "", v.len, err, sizeof err);
             if (rc == KV_OK) rc = backfill(ds, t, app, ix, err, sizeof err);
             if (rc == KV_OK) rc = kv_commit(t, err, sizeof err);

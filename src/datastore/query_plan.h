@@ -62,6 +62,7 @@ int  dsq_read_mode(kv_txn *kt, const char *app);   /* 1 strict, 0 auto */
 /* Create an index in a write transaction of its own and fill it. */
 int  dsq_create_index(datastore *ds, const char *app, const dsq_index *ix, ds_err *e);
 void dsq_index_def_encode(const dsq_index *ix, buf *out);   /* storage Index message */
+/* Decode a stored CompositeIndex (as M rows hold) into ix. */
 int  dsq_index_def_decode(const uint8_t *p, size_t n, dsq_index *ix);
 
 /* Metadata queries: fill the whole QueryResult in one batch. */
