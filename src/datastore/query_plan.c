@@ -597,7 +597,8 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
             return -1;
         }
         if (!ds_ref_complete(&anc)) { err_set(e, DS_BAD_REQUEST, "the query ancestor key is incomplete"); goto out; }
-        if (anc.app.n != app.n || memcmp(anc.app.p, app.p, app.n) || anc.ns.n != ns.n || memcmp(anc.ns.p, ns.p, ns.n)) {
+        if (anc.app.n != app.n || (app.n && memcmp(anc.app.p, app.p, app.n)) ||
+            anc.ns.n != ns.n || (ns.n && memcmp(anc.ns.p, ns.p, ns.n))) {
             err_set(e, DS_BAD_REQUEST, "the query ancestor belongs to another app or namespace");
             goto out;
         }
