@@ -757,6 +757,16 @@ int dsq_run_query(dsq_engine *eng, const char *app, const uint8_t *req, size_t n
     if (st->p.type == PLAN_META) { rc = meta_run(eng->ds, kt, q, resp, e); goto out; }
     if (q->has_start_cursor &&
         cursor_position(&st->p, q, q->start_cursor, &st->pos, &st->has_pos, &st->pos_incl, e) < 0) goto out;
+    if (st->has_pos && !st->pos_incl && st->p.n_group) {
+        /* Distinct: the group of the row before the cursor was returned. */
+        const uint8_t *g = (uint8_t *)st->pos.data, *gend = g + st->pos.len;
+        int ok = 1;
+        for (size_t i = 0; i < st->p.n_group && ok; i++) ok = kc_skip_value(&g, gend, st->p.post_dir[i]) == 0;
+        if (ok) {
+            buf_append(&st->group, st->pos.data, (size_t)(g - (uint8_t *)st->pos.data));
+            st->has_group = 1;
+        }
+    }
     if (q->has_end_cursor) {
         int has;
         if (cursor_position(&st->p, q, q->end_cursor, &st->end, &has, &st->end_incl, e) < 0) goto out;
