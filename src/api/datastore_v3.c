@@ -15,10 +15,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "datastore/datastore.h"
+#include "datastore/query.h"      /* datastore_query_register (query_api.c) */
 
-/* Provided by the query module (datastore/query.c). Declared weak so that
- * binaries link while that module is absent; then queries are not served. */
-void datastore_query_register(api_server *srv, void *ds) __attribute__((weak));
 
 typedef int (*ds_method)(datastore *, const char *, const uint8_t *, size_t, buf *, ds_err *);
 
@@ -75,6 +73,5 @@ void datastore_v3_register(api_server *srv, const char *home)
     api_register(srv, "datastore_v3", "BeginTransaction", BeginTransaction, s);
     api_register(srv, "datastore_v3", "Commit", Commit, s);
     api_register(srv, "datastore_v3", "Rollback", Rollback, s);
-    if (s->ds && datastore_query_register) datastore_query_register(srv, s->ds);
-    else if (s->ds) log_warn("datastore", "msg=\"query methods are not built in\"");
+    if (s->ds) datastore_query_register(srv, s->ds);
 }

@@ -6,12 +6,14 @@
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
 
+void datastore_v3_register(api_server *srv, const char *home);   /* datastore_v3.c */
+
 void api_register_all(api_server *srv, const char *home)
 {
     /* capability_service (capability.c) */
     capability_register(srv, home);
 
-    /* datastore_v3 (datastore_v3.c) */
+    /* datastore_v3 (datastore_v3.c; queries from datastore/query_api.c) */
     datastore_v3_register(srv, home);
 
     /* memcache: memcache_register(srv, home); goes here. */
