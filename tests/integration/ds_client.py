@@ -401,7 +401,14 @@ def verify_written(n):
     keys = [ndb.Key(Thing, i + 1) for i in range(n)]
     got = ndb.get_multi(keys)
     missing = [k.id() for k, e in zip(keys, got) if e is None or e.v != k.id() - 1]
-    return {"missing": missing}
+    # The index rows came through too: each entity is found by its property
+    # value (single-property index), and an ordered scan of the kind sees
+    # every one of them in descending order.
+    unindexed = [i + 1 for i in range(n) if Thing.query(Thing.v == i).get(keys_only=True) != keys[i]]
+    desc = [k.id() for k in Thing.query().order(-Thing.v).fetch(keys_only=True)]
+    in_order = desc == sorted(desc, reverse=True)
+    return {"missing": missing, "unindexed": unindexed, "ordered": in_order,
+            "all_listed": set(range(1, n + 1)) <= set(desc)}
 
 
 _TICKET = None

@@ -160,6 +160,7 @@ def test_acknowledged_writes_survive_kill9(cz_home):
     try:
         out = ok(server, "verify_written", acked)
         assert out["missing"] == []
+        assert out["unindexed"] == [] and out["ordered"] and out["all_listed"], out
     finally:
         server.stop()
     # Index rows: read the LMDB file directly (mdb_dump) and check that every
