@@ -25,7 +25,7 @@
  *
  * Threads: an engine is shared by all threads; a transaction and its cursors
  * are used by one thread at a time. Several processes may open the same
- * engine at once. */
+ * engine at once (an environment is opened once per process). */
 #ifndef CZ_KV_H
 #define CZ_KV_H
 
