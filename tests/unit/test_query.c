@@ -820,6 +820,108 @@ TEST(indexyaml_parsing)
     CHECK_INT(l.n, 0);
 }
 
+
+/* ---- randomized: the planner against a brute-force model ---- */
+
+#define RN 60
+typedef struct { int a; int nb; int b[3]; int c; } rent;
+static rent rents[RN];
+static uint32_t rng = 12345;
+static uint32_t rnd(uint32_t n) { rng = rng * 1103515245u + 12345u; return (rng >> 8) % n; }
+
+static int rent_match(const rent *e, int eq_a, int eq_b, int ineq, int op, int v)
+{
+    if (eq_a >= 0 && e->a != eq_a) return 0;
+    if (eq_b >= 0) { int f = 0; for (int i = 0; i < e->nb; i++) f |= e->b[i] == eq_b; if (!f) return 0; }
+    if (ineq) {
+        /* Inequality on c (single-valued). */
+        int x = e->c;
+        if (op == DSQ_LT && !(x < v)) return 0;
+        if (op == DSQ_LE && !(x <= v)) return 0;
+        if (op == DSQ_GT && !(x > v)) return 0;
+        if (op == DSQ_GE && !(x >= v)) return 0;
+    }
+    return 1;
+}
+
+/* An entity sorts by its smallest value ascending, its largest descending. */
+static int sort_key(const rent *e, int order)
+{
+    if (order <= 2) return e->c;
+    int k = e->b[0];
+    for (int i = 1; i < e->nb; i++) k = order == 3 ? (e->b[i] < k ? e->b[i] : k) : (e->b[i] > k ? e->b[i] : k);
+    return k;
+}
+
+TEST(randomized_against_model)
+{
+    for (int i = 0; i < RN; i++) {
+        rent *e = &rents[i];
+        e->a = (int)rnd(4); e->c = (int)rnd(20); e->nb = 1 + (int)rnd(3);
+        for (int k = 0; k < e->nb; k++) e->b[k] = (int)rnd(6);
+        pe path[1] = {{"Rnd", i + 1, NULL}};
+        prop p[5] = {{"a", I(e->a), 0}, {"c", I(e->c), 0}};
+        int np = 2;
+        for (int k = 0; k < e->nb; k++) { p[np].name = "b"; p[np].v = I(e->b[k]); p[np].multiple = 1; np++; }
+        put_entity("", path, 1, p, (size_t)np);
+    }
+    ds_err e0 = {0};
+    CHECK(dsq_configure_app(ds, APP, NULL, 0, &e0) == 0);
+    int failures = 0;
+    for (int t = 0; t < 300 && failures < 3; t++) {
+        int eq_a = rnd(2) ? (int)rnd(4) : -1, eq_b = rnd(2) ? (int)rnd(6) : -1;
+        int ineq = (int)rnd(2), op = DSQ_LT + (int)rnd(4), v = (int)rnd(20);
+        int order = (int)rnd(5);                 /* 0 none, 1 c asc, 2 c desc, 3 b asc, 4 b desc */
+        if (order >= 3 && (ineq || eq_b >= 0)) order = 0;
+        int keys_only = (int)rnd(2);
+        /* Expected: matching ids, by c (then key) when ordered, else by key. */
+        int exp[RN], ne = 0;
+        for (int i = 0; i < RN; i++) if (rent_match(&rents[i], eq_a, eq_b, ineq, op, v)) exp[ne++] = i + 1;
+        if (order || ineq)
+            for (int i = 1; i < ne; i++)
+                for (int j = i; j > 0; j--) {
+                    int x = sort_key(&rents[exp[j - 1] - 1], order), y = sort_key(&rents[exp[j] - 1], order);
+                    int swap = (order == 2 || order == 4) ? (x < y) : (x > y);
+                    if (!swap) break;
+                    int tmp = exp[j]; exp[j] = exp[j - 1]; exp[j - 1] = tmp;
+                }
+        char want[1024] = "";
+        for (int i = 0; i < ne; i++) { char b[16]; snprintf(b, sizeof b, "%s%d", i ? " " : "", exp[i]); strcat(want, b); }
+        /* The whole result, then the same query paged by cursors of 4. */
+        char whole[1024] = "", paged[1024] = "";
+        buf cur = BUF_INIT;
+        for (int page = -1; page < 40; page++) {
+            qb q; q_init(&q, "Rnd");
+            if (eq_a >= 0) q_filter(&q, "a", DSQ_EQ, I(eq_a));
+            if (eq_b >= 0) q_filter(&q, "b", DSQ_EQ, I(eq_b));
+            if (ineq) q_filter(&q, "c", op, I(v));
+            if (order) q_order(&q, order <= 2 ? "c" : "b", order == 2 || order == 4);
+            if (keys_only) pb_put_bool(&q.b, 21, 1);
+            if (page >= 0) {
+                pb_put_int(&q.b, 16, 4); pb_put_bool(&q.b, 25, 1);
+                if (page > 0) pb_put_bytes(&q.b, 30, cur.data, cur.len);
+            }
+            if (run_ok(&q, NULL) != 0) { failures++; break; }
+            char *dst = page < 0 ? whole : paged;
+            for (int i = 0; i < R.n; i++) {
+                char b[16]; snprintf(b, sizeof b, "%s%lld", dst[0] ? " " : "", (long long)R.ids[i]);
+                strcat(dst, b);
+            }
+            if (page < 0) continue;
+            if (!R.n) break;
+            buf_reset(&cur);
+            buf_append(&cur, R.compiled.data, R.compiled.len);
+        }
+        buf_free(&cur);
+        if (strcmp(whole, want) || strcmp(paged, want)) {
+            failures++;
+            printf("  query a=%d b=%d ineq=%d op=%d v=%d order=%d keys=%d\n  want  %s\n  whole %s\n  paged %s\n",
+                   eq_a, eq_b, ineq, op, v, order, keys_only, want, whole, paged);
+        }
+    }
+    CHECK_INT(failures, 0);
+}
+
 int main(void)
 {
     setup();
@@ -837,6 +939,7 @@ int main(void)
     RUN(metadata_queries);
     RUN(decoders_refuse_garbage);
     RUN(indexyaml_parsing);
+    RUN(randomized_against_model);
     buf_free(&page_cursor);
     teardown();
     return test_report();
