@@ -483,6 +483,7 @@ static void position_cursor(const plan *p, const dsq_query *q, const buf *pos, i
     c.n_orders = (uint8_t)p->n_post;
     for (size_t i = 0; i < p->n_post; i++) if (p->post_dir[i] == KC_DESC) c.dirs |= 1u << i;
     if (p->reverse) c.dirs |= 1u << 31;
+    if (p->n_post && !strcmp(p->post_prop[p->n_post - 1], "__key__")) c.dirs |= 1u << 30;
     c.has_position = has_pos;
     c.inclusive = incl;
     buf asc = BUF_INIT;
@@ -509,35 +510,63 @@ static void position_cursor(const plan *p, const dsq_query *q, const buf *pos, i
     buf_free(&asc);
 }
 
-/* Position from a client cursor, for this query's plan. */
+/* Position from a client cursor, for this query's plan.
+ *
+ * Index plans compare their explicit sort values; the key that breaks ties
+ * may be explicit (a trailing __key__ order, part of a composite index) on
+ * either side or implicit (ascending), so a cursor of `order(x)` resumes
+ * `order(-x, -__key__)` and the other way round, as ndb's reverse paging
+ * does. The position is rebuilt in this plan's encoding. */
 static int cursor_position(const plan *p, const dsq_query *q, dsq_bytes cb, buf *pos, int *has_pos,
                            int *incl, ds_err *e)
 {
     dsq_cursor c;
     char err[200];
     if (dsq_cursor_decode(cb.p, cb.n, &c, err, sizeof err) < 0) { err_set(e, DS_BAD_REQUEST, "%s", err); return -1; }
-    int rc = -1;
+    int rc = -1, flip = -1;
     if (c.fingerprint != dsq_fingerprint(q)) {
         err_set(e, DS_BAD_REQUEST, "the cursor does not match this query");
         goto out;
     }
-    if (c.n_orders != p->n_post) { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders"); goto out; }
-    uint32_t dirs = 0, mask = 0;
-    for (size_t i = 0; i < p->n_post; i++) { mask |= 1u << i; if (p->post_dir[i] == KC_DESC) dirs |= 1u << i; }
-    if (p->type != PLAN_INDEX) { mask |= 1u << 31; if (p->reverse) dirs |= 1u << 31; }
-    int flip;
-    if ((c.dirs & mask) == dirs && !(c.dirs & ~mask)) flip = 0;
-    else if (((c.dirs ^ mask) & mask) == dirs && !(c.dirs & ~mask)) flip = 1;
-    else { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
+    int c_key = (c.dirs >> 30) & 1;
+    int p_key = p->n_post && !strcmp(p->post_prop[p->n_post - 1], "__key__");
+    size_t c_vals = c.n_orders - (size_t)c_key, p_vals = p->n_post - (size_t)p_key;
+    if (c.n_orders < c_key || c_vals != p_vals) {
+        err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders");
+        goto out;
+    }
+    if (p->type != PLAN_INDEX) {
+        flip = (int)((c.dirs >> 31) & 1) != p->reverse;
+    } else {
+        for (size_t i = 0; i < c.n_orders; i++) {
+            if (i >= p_vals && !(c_key && p_key)) break;      /* an implicit key on one side */
+            int f = (int)((c.dirs >> i) & 1) != (p->post_dir[i] == KC_DESC);
+            if (flip < 0) flip = f;
+            else if (flip != f) { flip = -2; break; }
+        }
+        if (flip == -1) flip = 0;
+    }
+    if (flip < 0) { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
     buf_reset(pos);
     *has_pos = c.has_position;
     *incl = c.has_position ? (c.inclusive ^ flip) : 0;
     if (c.has_position) {
-        for (size_t i = 0; i < p->n_post; i++)
+        for (size_t i = 0; i < p_vals; i++)
             for (size_t k = 0; k < c.values[i].n; k++) {
                 uint8_t b = c.values[i].p[k];
                 buf_putc(pos, (char)(p->post_dir[i] == KC_DESC ? ~b : b));
             }
+        if (p_key) {
+            /* The key as an index value: tag, app, namespace, path. */
+            buf kv = BUF_INIT;
+            buf_putc(&kv, (char)KC_T_KEY);
+            kc_put_cstr(&kv, p->app);
+            kc_put_cstr(&kv, p->ns);
+            buf_append(&kv, c.key.p, c.key.n);
+            for (size_t k = 0; k < kv.len; k++)
+                buf_putc(pos, p->post_dir[p->n_post - 1] == KC_DESC ? (char)~kv.data[k] : kv.data[k]);
+            buf_free(&kv);
+        }
         buf_append(pos, c.key.p, c.key.n);
     } else if (flip) {
         /* The start of the reversed query is this query's end. */

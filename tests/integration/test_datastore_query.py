@@ -105,6 +105,8 @@ def test_cursors_across_batches(server):
     assert r["rest"] == [12, 17, 22, 27]
     assert r["fwd"] == [1, 2, 3, 4]
     assert r["back"] == [4, 3, 2, 1]
+    assert r["ties_fwd"] == [5, 10, 15, 20]
+    assert r["ties_back"] == [20, 15, 10, 5]
 
 
 def test_counts_and_keys_only(server):

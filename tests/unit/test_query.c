@@ -618,6 +618,28 @@ TEST(cursors_resume_exactly)
     CHECK(run_ok(&q, NULL) == 0);
     CHECK_STR(IDS(), "4 3 2");
     buf_free(&byname);
+    /* Ties broken by key descending (a composite index ending in __key__). */
+    q_init(&q, "Person"); q_order(&q, "age", 0); q_order(&q, "__key__", 1);
+    pb_put_int(&q.b, 16, 5);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "20 15 10 5 16");
+    /* Reverse paging over ties: order(age) then order(-age, -key) from the
+     * same cursor walks the page back exactly. */
+    q_init(&q, "Person"); q_order(&q, "age", 1); q_order(&q, "__key__", 1);
+    pb_put_bytes(&q.b, 30, fwd.data, fwd.len);
+    pb_put_int(&q.b, 16, 6);
+    pb_put_bool(&q.b, 25, 1);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "20 15 10 5");
+    /* ... and that cursor resumes the forward query where it was. */
+    buf back = BUF_INIT;
+    buf_append(&back, R.compiled.data, R.compiled.len);
+    q_init(&q, "Person"); q_order(&q, "age", 0);
+    pb_put_bytes(&q.b, 30, back.data, back.len);
+    pb_put_int(&q.b, 16, 3);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "5 10 15");
+    buf_free(&back);
     /* A cursor from another query is refused. */
     q_init(&q, "Person"); q_order(&q, "name", 0);
     pb_put_bytes(&q.b, 30, fwd.data, fwd.len);
