@@ -87,7 +87,6 @@ typedef struct {
     int port;                    /* 0 = pick a free port */
     int threads;                 /* worker threads, default 16 */
     size_t max_request;          /* default 32 MiB (REQUEST_TOO_LARGE above) */
-    /* Added after the first interface freeze: */
     const char *app_id;          /* non-NULL: refuse tickets of any other app */
     int idle_timeout_s;          /* close idle keep-alive connections, default 120 */
 } api_server_config;
@@ -120,5 +119,10 @@ typedef struct api_conn api_conn;
 api_conn *api_conn_new(api_server *srv);
 int  api_conn_feed(api_conn *c, const void *data, size_t len, buf *out);
 void api_conn_free(api_conn *c);
+
+/* Call fn(data) in api_server_stop once no method can run any more (after
+ * the workers are joined), newest registration first: services free their
+ * service_data here. */
+void api_on_stop(api_server *srv, void (*fn)(void *), void *data);
 
 #endif

@@ -4,8 +4,9 @@
  * The file path comes from the handler (static_files with \N groups
  * expanded, or static_dir plus the rest of the URL) and is opened with
  * openat2(RESOLVE_BENEATH) relative to the app directory, so no path, `..`
- * or symlink can reach outside it. Files excluded by skip_files are not
- * served (App Engine never uploads them). The response carries the MIME type
+ * or symlink can reach outside it. Files excluded by skip_files, and for
+ * static_files handlers files outside the `upload` pattern, are not served
+ * (App Engine never uploads them as static files). The response carries the MIME type
  * (handler mime_type or by extension), ETag and Last-Modified, Cache-Control
  * and Expires from expiration/default_expiration (App Engine's default is 10
  * minutes), the handler's http_headers, and honours conditional requests and
@@ -37,6 +38,20 @@ static int open_beneath(int dirfd, const char *rel)
     if (rel[0] == '/' || !strcmp(rel, "..") || !strncmp(rel, "../", 3) || strstr(rel, "/../") ||
         (strlen(rel) >= 3 && !strcmp(rel + strlen(rel) - 3, "/.."))) { errno = EACCES; return -1; }
     return openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+}
+
+/* 1 if any '/'-separated segment of p is "..": such paths are never served,
+ * so a URL cannot climb from a handler's directory to other app files. */
+static int has_dotdot(const char *p)
+{
+    for (const char *s = p; *s;) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.') return 1;
+        if (!e) break;
+        s = e + 1;
+    }
+    return 0;
 }
 
 static char *file_for(const app_handler *h, const app_match *m)
@@ -75,7 +90,8 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     char *rel = file_for(h, m);
     char *p = rel;
     while (*p == '/') p++;
-    if (!*p || appcfg_skipped(r->c.cfg, p)) {
+    if (!*p || has_dotdot(p) || appcfg_skipped(r->c.cfg, p) ||
+        (h->kind == HANDLER_STATIC_FILES && !appcfg_static_uploaded(h, p))) {
         free(rel);
         conn_send_error(c, 404, "The requested URL was not found on this server.");
         return;
