@@ -911,7 +911,7 @@ int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int r
         return -1;
     }
     int rc = -1;
-    for (int attempt = 0; attempt < 10; attempt++) {
+    for (int attempt = 0; require_indexes >= 0 && attempt < 10; attempt++) {
         kv_txn *t = NULL;
         int r = kv_begin(ds_kv(ds), 1, &t, err, sizeof err);
         if (r != KV_OK) { kv_err(e, r, "starting a write", err); goto out; }
@@ -930,5 +930,17 @@ int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int r
     rc = 0;
 out:
     dsq_index_list_free(&l);
+    return rc;
+}
+
+int dsq_configure_home(const char *home, const char *app, const char *app_dir, int require_indexes,
+                       char *err, size_t errlen)
+{
+    datastore *ds = ds_open(home, err, errlen);
+    if (!ds) return -1;
+    ds_err e = {0};
+    int rc = dsq_configure_app(ds, app, app_dir, require_indexes, &e);
+    ds_close(ds);
+    if (rc < 0) set_err(err, errlen, "%s", e.msg);
     return rc;
 }
