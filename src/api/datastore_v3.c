@@ -7,7 +7,7 @@
  * and turns its ds_err into a datastore_v3 application error with the
  * service's own code (BAD_REQUEST=1, CONCURRENT_TRANSACTION=2, ...), which
  * is what the SDKs map to their exceptions and retry on. The datastore lives
- * in CYCLOZZO_HOME/datastore/ and stays open for the life of the process. */
+ * in CYCLOZZO_HOME/datastore/ and stays open until api_server_stop. */
 #include "api/api.h"
 
 #include <stdio.h>
@@ -55,9 +55,16 @@ METHOD(BeginTransaction, ds_begin_transaction)
 METHOD(Commit, ds_commit)
 METHOD(Rollback, ds_rollback)
 
+static void dsv3_free(void *p)
+{
+    dsv3 *s = p;
+    ds_close(s->ds);
+    free(s);
+}
+
 void datastore_v3_register(api_server *srv, const char *home)
 {
-    dsv3 *s = xcalloc(1, sizeof *s);   /* lives as long as the process */
+    dsv3 *s = xcalloc(1, sizeof *s);   /* freed by api_server_stop (dsv3_free) */
     char err[300];
     s->ds = ds_open(home, err, sizeof err);
     if (!s->ds) {
@@ -73,5 +80,8 @@ void datastore_v3_register(api_server *srv, const char *home)
     api_register(srv, "datastore_v3", "BeginTransaction", BeginTransaction, s);
     api_register(srv, "datastore_v3", "Commit", Commit, s);
     api_register(srv, "datastore_v3", "Rollback", Rollback, s);
+    /* Registered before the query module so that its cleanup, if any,
+     * runs first (newest first) while the datastore is still open. */
+    api_on_stop(srv, dsv3_free, s);
     if (s->ds) datastore_query_register(srv, s->ds);
 }

@@ -86,7 +86,7 @@ int ds_txn_decode(const uint8_t *p, size_t n, uint64_t *handle, ds_bytes *app);
 /* A query inside transaction `handle` read the entity group of key: remember
  * its version as of kt (the engine transaction the query reads with), so
  * Commit fails if the group changes. Unknown or finished transaction =>
- * BAD_REQUEST. */
+ * BAD_REQUEST. Safe to call while holding kt. */
 int ds_txn_note_read(datastore *ds, const char *app, uint64_t handle, kv_txn *kt,
                      const ds_ref *key, ds_err *e);
 

@@ -67,13 +67,53 @@ void kc_put_path(buf *b, const ds_elem *e, size_t n)
     buf_putc(b, 1);
 }
 
+static uint64_t fnv1a64(const uint8_t *p, size_t n)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= UINT64_C(0x100000001b3); }
+    return h;
+}
+
+/* A string value: like kc_put_str, but cut once the escaped bytes would pass
+ * KC_MAX_INDEXED_STRING, then 00 02 and a 64-bit hash of the whole value. */
+static void put_value_str(buf *b, const uint8_t *s, size_t n)
+{
+    size_t esc = 0, cut = 0;
+    while (cut < n && esc + (s[cut] ? 1u : 2u) <= KC_MAX_INDEXED_STRING) esc += s[cut++] ? 1 : 2;
+    if (cut == n) { kc_put_str(b, s, n); return; }
+    for (size_t i = 0; i < cut; i++) {
+        if (s[i] == 0) { buf_putc(b, 0); buf_putc(b, (char)0xff); }
+        else buf_putc(b, (char)s[i]);
+    }
+    buf_putc(b, 0);
+    buf_putc(b, 2);
+    put_u64(b, fnv1a64(s, n));
+}
+
+/* Read a string value; 1 when it was cut (out then holds the kept bytes). */
+static int get_value_str(const uint8_t **pp, const uint8_t *end, buf *out)
+{
+    const uint8_t *p = *pp;
+    while (p < end) {
+        uint8_t c = *p++;
+        if (c != 0) { if (out) buf_putc(out, (char)c); continue; }
+        if (p >= end) return -1;
+        uint8_t d = *p++;
+        if (d == 0xff) { if (out) buf_putc(out, 0); continue; }
+        if (d == 1) { *pp = p; return 0; }
+        if (d == 2 && end - p >= 8) { *pp = p + 8; return 1; }
+        return -1;
+    }
+    return -1;
+}
+
 static void put_value_asc(buf *b, const ds_value *v)
 {
     switch (v->type) {
     case DSV_NULL: buf_putc(b, (char)KC_T_NULL); break;
     case DSV_INT: buf_putc(b, (char)KC_T_INT); kc_put_i64(b, v->i); break;
     case DSV_BOOL: buf_putc(b, (char)KC_T_BOOL); buf_putc(b, v->b ? 1 : 0); break;
-    case DSV_STRING: buf_putc(b, (char)KC_T_STRING); kc_put_str(b, v->s.p, v->s.n); break;
+    case DSV_STRING: buf_putc(b, (char)KC_T_STRING); put_value_str(b, v->s.p, v->s.n); break;
     case DSV_DOUBLE: buf_putc(b, (char)KC_T_DOUBLE); kc_put_double(b, v->d); break;
     case DSV_POINT:
         buf_putc(b, (char)KC_T_POINT); kc_put_double(b, v->x); kc_put_double(b, v->y); break;
@@ -192,7 +232,7 @@ static int get_value_asc(const uint8_t **pp, const uint8_t *end, buf *pv)
     if (p >= end) return -1;
     uint8_t tag = *p++;
     buf tmp = BUF_INIT;
-    int rc = -1;
+    int rc = -1, truncated = 0;
     switch (tag) {
     case KC_T_NULL: break;
     case KC_T_INT: {
@@ -206,10 +246,13 @@ static int get_value_asc(const uint8_t **pp, const uint8_t *end, buf *pv)
         if (pv) pb_put_bool(pv, 2, *p);
         p++;
         break;
-    case KC_T_STRING:
-        if (kc_get_str(&p, end, pv ? &tmp : NULL) < 0) goto done;
+    case KC_T_STRING: {
+        int t = get_value_str(&p, end, pv ? &tmp : NULL);
+        if (t < 0) goto done;
         if (pv) pb_put_bytes(pv, 3, tmp.data, tmp.len);
+        truncated = t;
         break;
+    }
     case KC_T_DOUBLE: {
         double d;
         if (kc_get_double(&p, end, &d) < 0) goto done;
@@ -258,7 +301,7 @@ static int get_value_asc(const uint8_t **pp, const uint8_t *end, buf *pv)
     default: goto done;
     }
     *pp = p;
-    rc = 0;
+    rc = truncated;
 done:
     buf_free(&tmp);
     return rc;
@@ -270,9 +313,10 @@ static int value_span(const uint8_t *p, const uint8_t *end, int dir, buf *pv, si
 {
     if (dir != KC_DESC) {
         const uint8_t *q = p;
-        if (get_value_asc(&q, end, pv) < 0) return -1;
+        int r = get_value_asc(&q, end, pv);
+        if (r < 0) return -1;
         *len = (size_t)(q - p);
-        return 0;
+        return r;
     }
     /* Values are bounded by the key size, so inverting the rest is cheap. */
     size_t n = (size_t)(end - p);
@@ -281,7 +325,7 @@ static int value_span(const uint8_t *p, const uint8_t *end, int dir, buf *pv, si
     for (size_t i = 0; i < n; i++) inv[i] = (uint8_t)~p[i];
     const uint8_t *q = inv;
     int r = get_value_asc(&q, inv + n, pv);
-    if (r == 0) *len = (size_t)(q - inv);
+    if (r >= 0) *len = (size_t)(q - inv);
     if (inv != stackbuf) free(inv);
     return r;
 }
@@ -298,9 +342,10 @@ int kc_get_value(const uint8_t **pp, const uint8_t *end, int dir, buf *pv)
 {
     size_t len;
     size_t mark = pv ? pv->len : 0;
-    if (value_span(*pp, end, dir, pv, &len) < 0) { if (pv) pv->len = mark; return -1; }
+    int r = value_span(*pp, end, dir, pv, &len);
+    if (r < 0) { if (pv) pv->len = mark; return -1; }
     *pp += len;
-    return 0;
+    return r;
 }
 
 /* ---- row keys ---- */

@@ -23,13 +23,21 @@
  *              0x10 null
  *              0x20 integer (and date, GD_WHEN, as microseconds)  int64
  *              0x30 boolean                                      0x00 | 0x01
- *              0x40 string / bytes (compare as bytes)            string
+ *              0x40 string / bytes (compare as bytes)            string (*)
  *              0x50 double                                       double
  *              0x60 point                                        double x, double y
  *              0x70 user                                         string email, string auth_domain
  *              0x80 key                                          string app, string ns, path
  *            Descending order = every byte of the encoded value inverted
  *            (encodings are prefix-free, so inversion exactly reverses order).
+ *            (*) A string value whose escaped bytes would pass
+ *            KC_MAX_INDEXED_STRING (App Engine indexes up to 1500 bytes; a
+ *            row key must fit in KV_MAX_KEY) keeps only its first bytes, then
+ *            00 02 and an 8-byte hash of the whole value. Equality on such a
+ *            value stays exact (up to the hash), order against every shorter
+ *            or different-prefix value stays exact; only values identical in
+ *            their first ~KC_MAX_INDEXED_STRING bytes order among themselves
+ *            by hash. kc_get_value returns 1 for such a value.
  *
  * Rows (app = full app id with partition, e.g. "dev~guestbook"):
  *   'E' app ns path                      -> EntityProto bytes (as stored)
@@ -59,6 +67,7 @@
 enum { KC_ENTITY = 'E', KC_KIND = 'K', KC_PROP = 'P', KC_COMPOSITE = 'C',
        KC_GROUP = 'G', KC_SEQ = 'S', KC_META = 'M' };
 enum { KC_ASC = 1, KC_DESC = 2 };
+#define KC_MAX_INDEXED_STRING 256   /* escaped bytes of a string value kept in index rows */
 enum { KC_SEQ_SEQUENTIAL = 1, KC_SEQ_SCATTERED = 2 };
 enum { KC_T_NULL = 0x10, KC_T_INT = 0x20, KC_T_BOOL = 0x30, KC_T_STRING = 0x40,
        KC_T_DOUBLE = 0x50, KC_T_POINT = 0x60, KC_T_USER = 0x70, KC_T_KEY = 0x80 };
@@ -83,7 +92,9 @@ int kc_get_path(const uint8_t **p, const uint8_t *end, buf *out);
 /* Skip one value encoded with dir. */
 int kc_skip_value(const uint8_t **p, const uint8_t *end, int dir);
 /* Decode one value encoded with dir into a PropertyValue message body. Dates
- * come back as integers (the meaning is not part of the index). */
+ * come back as integers (the meaning is not part of the index). Returns 1
+ * (not 0) for a cut string value: pv then holds only its first bytes, and
+ * the full value must be read from the entity. (kc_skip_value returns 0.) */
 int kc_get_value(const uint8_t **p, const uint8_t *end, int dir, buf *pv);
 
 /* Row keys. Strings are length-delimited (ds_bytes) so any bytes are fine. */

@@ -22,6 +22,8 @@ METHOD(m_next, dsq_next)
 METHOD(m_delete_cursor, dsq_delete_cursor)
 METHOD(m_get_indices, dsq_get_indices)
 
+static void free_engine(void *eng) { dsq_engine_free(eng); }
+
 void datastore_query_register(struct api_server *srv, void *ds)
 {
     /* The engine lives as long as the server's registrations. */
@@ -30,4 +32,5 @@ void datastore_query_register(struct api_server *srv, void *ds)
     api_register(srv, "datastore_v3", "Next", m_next, eng);
     api_register(srv, "datastore_v3", "DeleteCursor", m_delete_cursor, eng);
     api_register(srv, "datastore_v3", "GetIndices", m_get_indices, eng);
+    api_on_stop(srv, free_engine, eng);
 }

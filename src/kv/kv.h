@@ -24,8 +24,10 @@
  * what you keep. Keys are at most KV_MAX_KEY bytes.
  *
  * Threads: an engine is shared by all threads; a transaction and its cursors
- * are used by one thread at a time. Several processes may open the same
- * engine at once. */
+ * are used by one thread at a time, and a thread must not begin a second
+ * transaction while it holds one (the LMDB engine may need all of a
+ * process's transactions closed to grow its map). Several processes may open the same
+ * engine at once (an environment is opened once per process). */
 #ifndef CZ_KV_H
 #define CZ_KV_H
 

@@ -3,8 +3,12 @@
  * LMDB gives ordered keys, cursors both ways and ACID transactions; it lets
  * one writer at a time in (across threads and processes), so write
  * transactions are serializable and never conflict, and readers work on a
- * snapshot without blocking. Commits are fsync'd (no MDB_NOSYNC), so an
- * acknowledged write survives kill -9 and power loss. Several processes may
+ * snapshot without blocking. A commit returns only once it is on disk, so an
+ * acknowledged write survives kill -9 and power loss: LMDB syncs the data
+ * pages inside the commit (MDB_NOMETASYNC), and the meta page is synced by a
+ * group sync shared by every commit that finished meanwhile (group_sync()),
+ * which halves the fsyncs a writer waits for under the write lock and never
+ * lets the meta page reach disk before the data it points to. Several processes may
  * open the same directory: LMDB coordinates them through its lock file.
  *
  * Spec: "DIR", or "DIR?map=BYTES&nosync=1" (starting map size; no fsync,
@@ -42,6 +46,12 @@ typedef struct {
     pthread_rwlock_t lock;        /* read: a txn is open; write: resizing */
     atomic_int need_grow;
     char *dir;
+    int group_sync;               /* MDB_NOMETASYNC: meta pages synced by group_sync() */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t committed;           /* commits finished (sequence numbers) */
+    uint64_t synced;              /* every commit <= this is on disk */
+    int syncing;
 } lmdb_engine;
 
 typedef struct {
@@ -93,7 +103,7 @@ kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
      * for throwaway data such as fuzzing, never for an app's datastore). */
     char dir[4096];
     size_t map0 = KV_LMDB_MAP0;
-    unsigned flags = MDB_NOTLS;
+    unsigned flags = MDB_NOTLS | MDB_NOMETASYNC;
     const char *q = strchr(spec, '?');
     size_t dn = q ? (size_t)(q - spec) : strlen(spec);
     if (dn == 0 || dn >= sizeof dir) { set_err(err, errlen, "the datastore directory \"%s\" is not usable", spec); return NULL; }
@@ -110,7 +120,7 @@ kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
             }
             map0 = (size_t)m;
         } else if (!strncmp(q, "nosync=1", 8) && (q[8] == 0 || q[8] == '&')) {
-            flags |= MDB_NOSYNC;
+            flags = (flags & ~(unsigned)MDB_NOMETASYNC) | MDB_NOSYNC;
             end = (char *)q + 8;
         } else {
             set_err(err, errlen, "the datastore spec \"%s\" has an unknown option", spec);
@@ -125,6 +135,9 @@ kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
     lmdb_engine *le = xcalloc(1, sizeof *le);
     le->base.ops = &lmdb_ops;
     le->dir = xstrdup(dir);
+    le->group_sync = (flags & MDB_NOMETASYNC) != 0;
+    pthread_mutex_init(&le->sync_mu, NULL);
+    pthread_cond_init(&le->sync_cv, NULL);
     pthread_rwlockattr_t at;
     pthread_rwlockattr_init(&at);
     pthread_rwlockattr_setkind_np(&at, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -156,6 +169,8 @@ kv_engine *kv_lmdb_open(const char *spec, char *err, size_t errlen)
 bad:
     if (le->env) mdb_env_close(le->env);
     pthread_rwlock_destroy(&le->lock);
+    pthread_mutex_destroy(&le->sync_mu);
+    pthread_cond_destroy(&le->sync_cv);
     free(le->dir);
     free(le);
     return NULL;
@@ -166,6 +181,8 @@ static void l_close(kv_engine *e)
     lmdb_engine *le = (lmdb_engine *)e;
     mdb_env_close(le->env);
     pthread_rwlock_destroy(&le->lock);
+    pthread_mutex_destroy(&le->sync_mu);
+    pthread_cond_destroy(&le->sync_cv);
     free(le->dir);
     free(le);
 }
@@ -214,12 +231,43 @@ static int full(lmdb_txn *lt, int rc, char *err, size_t errlen, const char *what
     return fail(rc, err, errlen, what);
 }
 
+/* Make every commit up to and including this one durable. With
+ * MDB_NOMETASYNC, mdb_txn_commit has synced the data pages and written
+ * (not synced) the meta page; one fdatasync covers the meta pages of every
+ * commit that finished before it started, so concurrent committers share it:
+ * the first to arrive syncs, the others wait for a sync that began after
+ * their commit. */
+static int group_sync(lmdb_engine *le, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&le->sync_mu);
+    uint64_t mine = ++le->committed;
+    int rc = 0;
+    while (le->synced < mine && rc == 0) {
+        if (le->syncing) { pthread_cond_wait(&le->sync_cv, &le->sync_mu); continue; }
+        le->syncing = 1;
+        uint64_t target = le->committed;
+        pthread_mutex_unlock(&le->sync_mu);
+        pthread_rwlock_rdlock(&le->lock);        /* no map resize meanwhile */
+        rc = mdb_env_sync(le->env, 1);
+        pthread_rwlock_unlock(&le->lock);
+        pthread_mutex_lock(&le->sync_mu);
+        le->syncing = 0;
+        if (rc == 0 && target > le->synced) le->synced = target;
+        pthread_cond_broadcast(&le->sync_cv);
+    }
+    pthread_mutex_unlock(&le->sync_mu);
+    return rc ? fail(rc, err, errlen, "sync to disk") : KV_OK;
+}
+
 static int l_commit(kv_txn *t, char *err, size_t errlen)
 {
     lmdb_txn *lt = (lmdb_txn *)t;
+    lmdb_engine *le = (lmdb_engine *)t->e;
     int rc = lt->write ? mdb_txn_commit(lt->txn) : (mdb_txn_abort(lt->txn), 0);
     int r = rc ? full(lt, rc, err, errlen, "commit") : KV_OK;
+    int synced = r == KV_OK && lt->write && le->group_sync;
     txn_done(lt);
+    if (synced) r = group_sync(le, err, errlen);
     return r;
 }
 

@@ -106,6 +106,10 @@ def test_namespaces_ancestors_and_ids(server):
     assert 0 < first <= last < after_put < after_max
 
 
+def test_long_indexed_strings(server):
+    assert ok(server, "long_strings") == "ok"
+
+
 def test_transactions(server):
     assert ok(server, "transactions") == "ok"
 
@@ -125,7 +129,6 @@ def test_conflicting_transactions_from_threads_are_retried(server):
     ("too_big", "BadRequestError"),
     ("other_app", "BadRequestError"),
     ("other_app_get", "BadRequestError"),
-    ("long_index", "BadRequestError"),
     ("reserved_kind", "BadRequestError"),
     ("conflict_exhausted", "TransactionFailedError"),
 ])

@@ -602,6 +602,17 @@ TEST(errors_have_codes)
         ds_entity_encode(&ent, &e);
         put_entity_field(&req, &ent);
         CHECK_INT(ds_put(ds, APP, (const uint8_t *)req.data, req.len, &resp, &E), 0);
+        /* An indexed 1500-byte string (App Engine's limit) is indexed. */
+        p.meaning = 0;
+        p.indexed = 1;
+        p.v.s.n = 1500;
+        memset(big, 'q', 1500);
+        buf_reset(&ent); buf_reset(&req);
+        ds_entity_encode(&ent, &e);
+        put_entity_field(&req, &ent);
+        int before = count_rows(KC_PROP, NULL, 0);
+        CHECK_INT(ds_put(ds, APP, (const uint8_t *)req.data, req.len, &resp, &E), 0);
+        CHECK_INT(count_rows(KC_PROP, NULL, 0), before + 2);
     }
     buf_free(&ent); buf_free(&req); buf_free(&resp);
     close_ds();

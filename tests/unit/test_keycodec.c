@@ -244,6 +244,73 @@ TEST(paths_and_rows)
     buf_free(&row); buf_free(&rp); buf_free(&path); buf_free(&pv);
 }
 
+/* Strings longer than the index keeps: cut, hashed, still ordered against
+ * everything that differs in the kept bytes, still distinct for equality. */
+TEST(long_strings)
+{
+    static char a[1500], b[1500];
+    memset(a, 'x', sizeof a);
+    memcpy(b, a, sizeof b);
+    b[1400] = 'y';                                   /* differs far past the cut */
+    ds_value va = { .type = DSV_STRING, .s = { (const uint8_t *)a, sizeof a } };
+    ds_value vb = { .type = DSV_STRING, .s = { (const uint8_t *)b, sizeof b } };
+    buf ea = BUF_INIT, eb = BUF_INIT, e2 = BUF_INIT;
+    kc_put_value(&ea, &va, KC_ASC);
+    kc_put_value(&eb, &vb, KC_ASC);
+    CHECK(ea.len < 300);                             /* fits in a row key */
+    CHECK(cmp_enc(&ea, &eb) != 0);                   /* equality stays exact */
+    kc_put_value(&e2, &va, KC_ASC);
+    CHECK(cmp_enc(&ea, &e2) == 0);
+    /* Against shorter values and values differing early, order is exact. */
+    const size_t lens[] = { 0, 1, 100, 255, 256 };
+    for (size_t i = 0; i < 5; i++) {
+        ds_value vs = { .type = DSV_STRING, .s = { (const uint8_t *)a, lens[i] } };
+        buf es = BUF_INIT;
+        kc_put_value(&es, &vs, KC_ASC);
+        CHECK(cmp_enc(&es, &ea) < 0);
+        buf_reset(&es);
+        kc_put_value(&es, &vs, KC_DESC);
+        buf_reset(&e2);
+        kc_put_value(&e2, &va, KC_DESC);
+        CHECK(cmp_enc(&es, &e2) > 0);
+        buf_free(&es);
+    }
+    static char c[1500];
+    memcpy(c, a, sizeof c);
+    c[10] = 'y';
+    ds_value vc = { .type = DSV_STRING, .s = { (const uint8_t *)c, sizeof c } };
+    buf ec = BUF_INIT;
+    kc_put_value(&ec, &vc, KC_ASC);
+    CHECK(cmp_enc(&ea, &ec) < 0);
+    /* A cut value with NULs near the cut still orders by its kept bytes. */
+    static char d[400];
+    memset(d, 'x', sizeof d);
+    d[255] = 0;
+    ds_value vd = { .type = DSV_STRING, .s = { (const uint8_t *)d, sizeof d } };
+    buf ed = BUF_INIT;
+    kc_put_value(&ed, &vd, KC_ASC);
+    CHECK(cmp_enc(&ed, &ea) < 0);                     /* "x"*255 "\0" < "x"*256 */
+    /* Decoding says the value was cut and gives its kept bytes. */
+    for (int dir = KC_ASC; dir <= KC_DESC; dir++) {
+        buf enc = BUF_INIT, pv = BUF_INIT;
+        kc_put_value(&enc, &va, dir);
+        buf_puts(&enc, "T");
+        const uint8_t *p = (const uint8_t *)enc.data, *end = p + enc.len;
+        CHECK_INT(kc_get_value(&p, end, dir, &pv), 1);
+        CHECK_INT(end - p, 1);
+        p = (const uint8_t *)enc.data;
+        CHECK_INT(kc_skip_value(&p, end, dir), 0);
+        CHECK_INT(end - p, 1);
+        ds_value back;
+        char err[64];
+        CHECK_INT(ds_value_decode((const uint8_t *)pv.data, pv.len, &back, err, sizeof err), 0);
+        CHECK(back.type == DSV_STRING && back.s.n == KC_MAX_INDEXED_STRING && !memcmp(back.s.p, a, back.s.n));
+        buf_free(&enc);
+        buf_free(&pv);
+    }
+    buf_free(&ea); buf_free(&eb); buf_free(&e2); buf_free(&ec); buf_free(&ed);
+}
+
 int main(void)
 {
     RUN(type_and_value_order);
@@ -251,5 +318,6 @@ int main(void)
     RUN(values_decode_back);
     RUN(strings_escape);
     RUN(paths_and_rows);
+    RUN(long_strings);
     return test_report();
 }

@@ -5,6 +5,7 @@
 #include "tmpdir.h"
 
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include "kv/kv.h"
 
@@ -278,6 +279,58 @@ TEST(processes_share)
     test_rmtree(dir);
 }
 
+/* Threads commit at once (their meta-page syncs are shared); every commit
+ * is there after a reopen. */
+static kv_engine *shared;
+static void *committer(void *arg)
+{
+    long id = (long)arg;
+    char kerr[128];
+    for (int i = 0; i < 50; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "t%ld-%02d", id, i);
+        kv_txn *t;
+        if (kv_begin(shared, 1, &t, kerr, sizeof kerr) != KV_OK) return (void *)1;
+        if (kv_put(t, k, strlen(k), "v", 1, kerr, sizeof kerr) != KV_OK) { kv_abort(t); return (void *)2; }
+        if (kv_commit(t, kerr, sizeof kerr) != KV_OK) return (void *)3;
+        /* Readers in between see it at once. */
+        if (kv_begin(shared, 0, &t, kerr, sizeof kerr) != KV_OK) return (void *)4;
+        const void *v; size_t vn;
+        int rc = kv_get(t, k, strlen(k), &v, &vn, kerr, sizeof kerr);
+        kv_abort(t);
+        if (rc != KV_OK) return (void *)5;
+    }
+    return NULL;
+}
+
+TEST(concurrent_commits)
+{
+    shared = open_fresh("");
+    if (!shared) { CHECK(0); return; }
+    pthread_t th[8];
+    for (long i = 0; i < 8; i++) pthread_create(&th[i], NULL, committer, (void *)i);
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        CHECK(r == NULL);
+    }
+    kv_close(shared);
+    kv_engine *e = kv_open(spec, err, sizeof err);
+    CHECK(e != NULL);
+    if (!e) return;
+    kv_txn *t;
+    kv_cursor *c;
+    kv_begin(e, 0, &t, err, sizeof err);
+    kv_cursor_open(t, &c, err, sizeof err);
+    int n = 0;
+    for (int rc = kv_seek(c, NULL, 0, KV_FWD, err, sizeof err); rc == KV_OK; rc = kv_next(c, err, sizeof err)) n++;
+    CHECK_INT(n, 400);
+    kv_cursor_close(c);
+    kv_abort(t);
+    kv_close(e);
+    test_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(put_get_commit_abort);
@@ -286,5 +339,6 @@ int main(void)
     RUN(limits_and_errors);
     RUN(map_grows);
     RUN(processes_share);
+    RUN(concurrent_commits);
     return test_report();
 }
