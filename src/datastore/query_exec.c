@@ -421,8 +421,38 @@ static void put_reference(buf *out, uint32_t field, const plan *p, const buf *pa
     pb_end(out, m);
 }
 
+/* A string value cut short in the index (see keycodec.h): the whole value
+ * from the entity, the one of property `name` whose index encoding is enc. */
+static int full_value(kv_txn *kt, const plan *p, const uint8_t *path, size_t pn, const char *name,
+                      const uint8_t *enc, size_t encn, int dir, buf *pv)
+{
+    buf ek = BUF_INIT, t = BUF_INIT;
+    const void *v; size_t vn;
+    char err[200];
+    int found = 0;
+    entity_key(&ek, p, path, pn);
+    if (kv_get(kt, ek.data, ek.len, &v, &vn, err, sizeof err) == KV_OK) {
+        uint8_t *copy = xmalloc(vn ? vn : 1);
+        memcpy(copy, v, vn);
+        ds_entity ent;
+        if (ds_entity_decode(copy, vn, &ent, err, sizeof err) == 0) {
+            for (size_t i = 0; i < ent.nprops && !found; i++) {
+                const ds_prop *pr = &ent.props[i];
+                if (!pr->indexed || pr->name.n != strlen(name) || memcmp(pr->name.p, name, pr->name.n)) continue;
+                buf_reset(&t);
+                kc_put_value(&t, &pr->v, dir);
+                if (bytes_cmp((uint8_t *)t.data, t.len, enc, encn) == 0) { ds_value_encode(pv, &pr->v); found = 1; }
+            }
+            ds_entity_free(&ent);
+        }
+        free(copy);
+    }
+    buf_free(&ek); buf_free(&t);
+    return found;
+}
+
 /* EntityProto with key and entity group only, plus projected properties. */
-static int put_key_entity(buf *out, const plan *p, const dsq_query *q, const uint8_t *path, size_t pn,
+static int put_key_entity(buf *out, kv_txn *kt, const plan *p, const dsq_query *q, const uint8_t *path, size_t pn,
                           const uint8_t *vals, size_t vn)
 {
     buf pathmsg = BUF_INIT, group = BUF_INIT, pv = BUF_INIT;
@@ -447,7 +477,12 @@ static int put_key_entity(buf *out, const plan *p, const dsq_query *q, const uin
             if (kc_skip_value(&v, vals + vn, p->post_dir[k]) < 0) break;
             if (p->post_prop[k] && !strcmp(p->post_prop[k], name)) {
                 const uint8_t *t = start;
-                if (kc_get_value(&t, vals + vn, p->post_dir[k], &pv) == 0) found = 1;
+                int r = kc_get_value(&t, vals + vn, p->post_dir[k], &pv);
+                if (r == 0) found = 1;
+                else if (r == 1) {
+                    buf_reset(&pv);
+                    found = full_value(kt, p, path, pn, name, start, (size_t)(v - start), p->post_dir[k], &pv);
+                }
             }
         }
         if (!found) {
@@ -692,7 +727,7 @@ static int run_batch(dsq_engine *eng, qstate *st, kv_txn *kt, int64_t count, int
         }
         if (need_entity) {
             pb_put_bytes(&results, 2, ev, evn);
-        } else if (put_key_entity(&results, p, q, path, pathn, row, (size_t)(vals_end - row)) < 0) {
+        } else if (put_key_entity(&results, kt, p, q, path, pathn, row, (size_t)(vals_end - row)) < 0) {
             free(row);
             err_set(e, DS_INTERNAL_ERROR, "an index row of kind %s is malformed", p->kind ? p->kind : "");
             goto out;
