@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "datastore/query.h"
 #include "api/ticket.h"
 #include "appcfg/appyaml.h"
 #include "cli/state.h"
@@ -117,6 +118,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     instmgr *im = NULL;
     router *rt = NULL;
     int rc = 1;
+
+    /* Composite indexes of the app's index.yaml, built before serving (the
+     * mode, auto or required, is the one set with cz-indexes). */
+    if (dsq_configure_home(home, app_id, cfg->dir, -1, err, sizeof err) < 0) goto fail;
 
     /* API server: every service, on a private loopback port. */
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
