@@ -1,6 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]
+ *            [--no-sandbox]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --help | --version
@@ -27,7 +28,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
-        "                               [--threads N]\n"
+        "                               [--threads N] [--no-sandbox]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --help | --version\n"
@@ -37,6 +38,8 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
+        "                       the host has no namespaces); see docs/sandbox.md\n"
         "\n"
         "Data and state live under $CYCLOZZO_HOME (default ~/.cyclozzo, or\n"
         "/var/lib/cyclozzo for root).\n");
@@ -44,7 +47,7 @@ static void usage(FILE *f)
 
 typedef struct {
     const char *start, *stop, *dir, *host;
-    int port, status, foreground, threads;
+    int port, status, foreground, threads, no_sandbox;
 } cli_opts;
 
 static int need_value(int i, int argc, char **argv)
@@ -159,6 +162,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--version")) { printf("cyclozzo %s\n", CYCLOZZO_VERSION); return 0; }
         else if (!strcmp(a, "--status")) o.status = 1;
         else if (!strcmp(a, "--foreground")) o.foreground = 1;
+        else if (!strcmp(a, "--no-sandbox")) o.no_sandbox = 1;
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
@@ -182,7 +186,7 @@ int main(int argc, char **argv)
             return 2;
         }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
-                         .threads = o.threads, .exe = "/proc/self/exe"};
+                         .threads = o.threads, .exe = "/proc/self/exe", .no_sandbox = o.no_sandbox};
         return serve_app(&so);
     }
     usage(stderr);
