@@ -691,6 +691,10 @@ int sandbox_enter(sandbox *sb, int id, const char *workdir)
     rmdir("/.old");
     if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) die("make read-only", "/");
     if (sethostname(sb->hostname, strlen(sb->hostname)) < 0) die("set host name", sb->hostname);
+    /* The init never execs: it must not keep the daemon's descriptors (its
+     * listening sockets, the CLI's readiness pipe) alive. */
+    if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+        for (int fd = 3; fd < 65536; fd++) close(fd);
 
     /* Limits. Memory: the cgroup when there is one, else the data segment. */
     rlim_t mem = (rlim_t)sb->c.memory_mb << 20;
