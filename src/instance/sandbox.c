@@ -696,9 +696,10 @@ int sandbox_enter(sandbox *sb, int id, const char *workdir)
     if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
         for (int fd = 3; fd < 65536; fd++) close(fd);
 
-    /* Limits. Memory: the cgroup when there is one, else the data segment. */
-    rlim_t mem = (rlim_t)sb->c.memory_mb << 20;
-    set_limit(RLIMIT_DATA, sb->cgmode ? mem * 2 + ((rlim_t)256 << 20) : mem, "RLIMIT_DATA");
+    /* Limits. Memory: the cgroup when there is one, else the data segment
+     * (which also counts address space reserved but never touched, as
+     * sanitizers and JITs do: so only as the fallback). */
+    if (!sb->cgmode) set_limit(RLIMIT_DATA, (rlim_t)sb->c.memory_mb << 20, "RLIMIT_DATA");
     set_limit(RLIMIT_NPROC, (rlim_t)sb->c.pids_max * (rlim_t)sb->c.max_instances, "RLIMIT_NPROC");
     set_limit(RLIMIT_NOFILE, (rlim_t)sb->c.nofile, "RLIMIT_NOFILE");
     set_limit(RLIMIT_FSIZE, (rlim_t)sb->c.fsize_mb << 20, "RLIMIT_FSIZE");
