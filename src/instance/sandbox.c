@@ -16,8 +16,8 @@
  *   namespace, pivot_root into the tmpfs, remount it read-only, set rlimits,
  *   drop the capability bounding set, switch to the app's uid/gid with raw
  *   system calls, PR_SET_PDEATHSIG again (a uid change clears it),
- *   no_new_privs, load the BPF program, then fork the instance and stay
- *   behind as init. */
+ *   no_new_privs, load the BPF program (with SECCOMP_FILTER_FLAG_LOG, so the
+ *   kernel logs refusals), then fork the instance and stay behind as init. */
 #include "instance/sandbox.h"
 
 #include <errno.h>
@@ -74,7 +74,7 @@ struct sandbox {
     char *app, *user;
     uid_t uid; gid_t gid;
     mop *ops; size_t nops, capops;
-    struct sock_filter *bpf; unsigned short bpf_len;
+    struct sock_filter *bpf[2]; unsigned short bpf_len[2];   /* refusals (logged), clone3 (quiet) */
     int cgmode;                /* 0 none, 1 v1, 2 v2 */
     char cgbase[2][1200];      /* slice directories */
     char tmp_opts[64];
@@ -221,6 +221,37 @@ static void add_exe(sandbox *sb, const char *exe)
 
 /* ---------- parent side: seccomp ---------- */
 
+/* Compiles ctx to raw BPF in sb->bpf[which] (and releases ctx). */
+static int export_bpf(sandbox *sb, scmp_filter_ctx ctx, int which, char *err, size_t errlen)
+{
+    int fd = memfd_create("cz-seccomp", MFD_CLOEXEC);
+    if (fd < 0 || seccomp_export_bpf(ctx, fd) != 0) {
+        if (fd >= 0) close(fd);
+        seccomp_release(ctx);
+        set_err(err, errlen, "cannot export the seccomp filter");
+        return -1;
+    }
+    seccomp_release(ctx);
+    off_t len = lseek(fd, 0, SEEK_END);
+    if (len <= 0 || len % (off_t)sizeof(struct sock_filter) || len / (off_t)sizeof(struct sock_filter) > 4096) {
+        close(fd);
+        set_err(err, errlen, "the seccomp filter came out malformed");
+        return -1;
+    }
+    sb->bpf[which] = xcalloc(1, (size_t)len);
+    if (pread(fd, sb->bpf[which], (size_t)len, 0) != len) {
+        close(fd);
+        set_err(err, errlen, "cannot read back the seccomp filter");
+        return -1;
+    }
+    close(fd);
+    sb->bpf_len[which] = (unsigned short)(len / (off_t)sizeof(struct sock_filter));
+    return 0;
+}
+
+/* Two filters: the refusals, loaded so that the kernel logs each; and
+ * clone3's ENOSYS, apart, because the C library tries clone3 for every
+ * thread it starts and those would flood the log. */
 static int build_seccomp(sandbox *sb, char *err, size_t errlen)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -248,7 +279,6 @@ static int build_seccomp(sandbox *sb, char *err, size_t errlen)
                                             CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP};
     for (size_t i = 0; i < sizeof nsflags / sizeof *nsflags && rc == 0; i++)
         rc = seccomp_rule_add(ctx, eperm, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, nsflags[i], nsflags[i]));
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
     /* Packet and raw sockets. */
     if (rc == 0) rc = seccomp_rule_add(ctx, eperm, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_PACKET));
     if (rc == 0) rc = seccomp_rule_add(ctx, eperm, SCMP_SYS(socket), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
@@ -262,29 +292,16 @@ static int build_seccomp(sandbox *sb, char *err, size_t errlen)
         set_err(err, errlen, "cannot build the seccomp filter: %s", strerror(-rc));
         return -1;
     }
-    int fd = memfd_create("cz-seccomp", MFD_CLOEXEC);
-    if (fd < 0 || seccomp_export_bpf(ctx, fd) != 0) {
-        if (fd >= 0) close(fd);
+    if (export_bpf(sb, ctx, 0, err, errlen) < 0) return -1;
+    ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) { set_err(err, errlen, "cannot create the seccomp filter"); return -1; }
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    if (rc != 0) {
         seccomp_release(ctx);
-        set_err(err, errlen, "cannot export the seccomp filter");
+        set_err(err, errlen, "cannot build the seccomp filter: %s", strerror(-rc));
         return -1;
     }
-    seccomp_release(ctx);
-    off_t len = lseek(fd, 0, SEEK_END);
-    if (len <= 0 || len % (off_t)sizeof(struct sock_filter) || len / (off_t)sizeof(struct sock_filter) > 4096) {
-        close(fd);
-        set_err(err, errlen, "the seccomp filter came out malformed");
-        return -1;
-    }
-    sb->bpf = xcalloc(1, (size_t)len);
-    if (pread(fd, sb->bpf, (size_t)len, 0) != len) {
-        close(fd);
-        set_err(err, errlen, "cannot read back the seccomp filter");
-        return -1;
-    }
-    close(fd);
-    sb->bpf_len = (unsigned short)(len / (off_t)sizeof(struct sock_filter));
-    return 0;
+    return export_bpf(sb, ctx, 1, err, errlen);
 }
 
 /* ---------- parent side: user, cgroups ---------- */
@@ -716,8 +733,14 @@ int sandbox_enter(sandbox *sb, int id, const char *workdir)
     if (syscall(SYS_setresuid, sb->uid, sb->uid, sb->uid) < 0) die("switch to the user", sb->user);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("set the parent-death signal", "");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("set", "no_new_privs");
-    struct sock_fprog prog = {.len = sb->bpf_len, .filter = sb->bpf};
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) die("load the seccomp filter", "");
+    struct sock_fprog prog = {.len = sb->bpf_len[0], .filter = sb->bpf[0]};
+    /* FLAG_LOG: the kernel logs each refusal (type=SECCOMP, with the system
+     * call and pid) to its audit log; older kernels load it without. */
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_LOG, &prog) < 0 &&
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        die("load the seccomp filter", "");
+    struct sock_fprog quiet = {.len = sb->bpf_len[1], .filter = sb->bpf[1]};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &quiet) < 0) die("load the seccomp filter", "(clone3)");
     if (workdir && chdir(workdir) < 0) die("chdir to", workdir);
 
     /* Block the forwarded signals while forking, so none is lost. */
@@ -824,7 +847,8 @@ void sandbox_free(sandbox *sb)
     for (int i = 1; i < SB_MAX_INST; i++) close_procs(&sb->inst[i]);
     for (size_t i = 0; i < sb->nops; i++) { free(sb->ops[i].src); free(sb->ops[i].dst); }
     free(sb->ops);
-    free(sb->bpf);
+    free(sb->bpf[0]);
+    free(sb->bpf[1]);
     free(sb->app);
     free(sb->user);
     free(sb);
