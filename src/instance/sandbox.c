@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/mman.h>
@@ -741,6 +743,21 @@ int sandbox_enter(sandbox *sb, int id, const char *workdir)
         die("load the seccomp filter", "");
     struct sock_fprog quiet = {.len = sb->bpf_len[1], .filter = sb->bpf[1]};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &quiet) < 0) die("load the seccomp filter", "(clone3)");
+#ifdef __x86_64__
+    /* x32 system calls report the x86_64 architecture with bit 30 set in the
+     * number, which the filters above would let through: refuse them all. */
+    struct sock_filter x32[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog x32prog = {.len = sizeof x32 / sizeof *x32, .filter = x32};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &x32prog) < 0) die("load the seccomp filter", "(x32)");
+#endif
     if (workdir && chdir(workdir) < 0) die("chdir to", workdir);
 
     /* Block the forwarded signals while forking, so none is lost. */
