@@ -733,6 +733,8 @@ int sandbox_enter(sandbox *sb, int id, const char *workdir)
     if (syscall(SYS_setgroups, 1, &g) < 0) die("set groups for", sb->user);
     if (syscall(SYS_setresgid, sb->gid, sb->gid, sb->gid) < 0) die("switch to the group of", sb->user);
     if (syscall(SYS_setresuid, sb->uid, sb->uid, sb->uid) < 0) die("switch to the user", sb->user);
+    /* A daemon dying in the moment between the uid change and this call
+     * would leave the instance running; the window is a few system calls. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("set the parent-death signal", "");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("set", "no_new_privs");
     struct sock_fprog prog = {.len = sb->bpf_len[0], .filter = sb->bpf[0]};
