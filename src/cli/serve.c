@@ -143,6 +143,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
                          : cfg->scaling.min_instances > 0 ? cfg->scaling.min_instances : 1,
         .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
+        .no_sandbox = o->no_sandbox,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
     static minter mt;
