@@ -49,6 +49,7 @@ typedef struct rconn {
     int status;
     uint64_t bytes_out;
     int instance_id;
+    int trusted;                   /* carried a valid X-Cyclozzo-Internal (scheduler) */
 
     /* request body */
     int discard_body;              /* read the body and drop it (static, errors) */

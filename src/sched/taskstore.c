@@ -453,7 +453,7 @@ static int lease_body(kv_txn *txn, void *p, char *err, size_t errlen)
         int64_t old = t.eta_us;
         rc = remove_task(txn, a->app, a->queue, &t, 0, err, errlen);
         if (rc != TQE_OK) { tq_task_free(&t); break; }
-        (void)old;
+        t.orig_eta_us = old;
         t.eta_us = a->now + a->lease;
         if (a->pull) t.retry_count++;
         if (!t.first_try_us) t.first_try_us = a->now;

@@ -54,6 +54,7 @@ typedef struct {
     int has_retry;
     tq_retry retry;
     int cron;                  /* delivered with X-AppEngine-Cron: true */
+    int64_t orig_eta_us;       /* set by tq_store_lease: the ETA before the lease (not stored) */
 } tq_task;
 
 void tq_task_free(tq_task *t);     /* the fields, not t itself */
