@@ -59,7 +59,20 @@ static int parse(const char *path, app_state *s)
     return s->pid > 0 && s->port > 0 ? 0 : -1;
 }
 
-static int alive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+/* A killed daemon stays a zombie until init reaps it: that is not alive. */
+static int alive(pid_t pid)
+{
+    if (kill(pid, 0) != 0 && errno != EPERM) return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    size_t n;
+    char *st = read_file(path, &n);
+    if (!st) return 1;
+    const char *rp = strrchr(st, ')');
+    int zombie = rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+    free(st);
+    return !zombie;
+}
 
 int state_read_port(int port, app_state *s)
 {

@@ -93,8 +93,9 @@ def app(environ, start_response):
     elif path == "/stats":
         out = str(taskqueue.Queue(q["queue"]).fetch_statistics().tasks)
     elif path == "/pause":
-        req = tq_pb.TaskQueuePauseQueueRequest(app_id=b"", queue_name=q["queue"].encode(), pause=q["pause"] == "1")
-        req.ClearField("app_id")
+        import os
+        req = tq_pb.TaskQueuePauseQueueRequest(app_id=os.environ.get("GAE_APPLICATION", "").encode(),
+                                               queue_name=q["queue"].encode(), pause=q["pause"] == "1")
         apiproxy_stub_map.MakeSyncCall("taskqueue", "PauseQueue", req, tq_pb.TaskQueuePauseQueueResponse())
     else:
         status, out = "404 Not Found", "no"
