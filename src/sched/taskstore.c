@@ -435,8 +435,10 @@ static int lease_body(kv_txn *txn, void *p, char *err, size_t errlen)
     buf pre = BUF_INIT;
     key_prefix(&pre, a->app, a->queue);
     buf_puts(&pre, "e/");
-    /* Scan in batches; tag filtering may skip rows. */
-    eta_collect e = {.pn = buf_unread(&pre), .upto = a->now, .max = 1u << 30};
+    /* Without tag filtering the first max due rows are the answer; with it,
+     * every due row may have to be looked at. */
+    int filtering = a->pull && (a->tag || a->group_by_tag);
+    eta_collect e = {.pn = buf_unread(&pre), .upto = a->now, .max = filtering ? (size_t)1 << 30 : a->max};
     int rc = scan(txn, &pre, NULL, 0, collect_eta, &e, err, errlen);
     buf_free(&pre);
     if (rc != TQE_OK) { eta_collect_free(&e); return rc; }
@@ -549,14 +551,6 @@ int tq_store_reschedule(tq_store *s, const char *app, const char *queue, const t
 
 typedef struct { const char *app, *queue; } q_arg;
 
-static int del_row(kv_txn *txn, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn, void *arg)
-{
-    char e[200];
-    int rc = kv_del(txn, k, kn, e, sizeof e);
-    if (rc == KV_CONFLICT) return TXN_INTERNAL - KV_CONFLICT;
-    return rc == KV_OK ? 0 : TXN_INTERNAL;
-}
-
 static int purge_body(kv_txn *txn, void *p, char *err, size_t errlen)
 {
     q_arg *a = p;
@@ -600,7 +594,6 @@ static int purge_body(kv_txn *txn, void *p, char *err, size_t errlen)
 int tq_store_purge(tq_store *s, const char *app, const char *queue, char *err, size_t errlen)
 {
     q_arg a = {app, queue};
-    (void)del_row;
     return run_txn(s, 1, purge_body, &a, err, errlen);
 }
 
