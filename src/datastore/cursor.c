@@ -9,10 +9,14 @@
  *
  * flags: bit 0 = has a position (else: the start of the query),
  *        bit 1 = inclusive (the row at the position is part of what follows).
+ * dirs:  bit i = sort value i descending; bit 30 = the last value is the
+ *        key (a __key__ sort in an index); bit 31 = key-ordered scan
+ *        running backwards.
  * The fingerprint hashes the query's shape (app, namespace, kind, ancestor,
- * filters, sort properties, projection, grouping), so a cursor from one
- * query is refused for another; sort directions are not hashed so a cursor
- * may resume a query whose sort order is reversed, as App Engine allows.
+ * filters, sort properties up to __key__, projection, grouping), so a
+ * cursor from one query is refused for another; sort directions are not
+ * hashed so a cursor may resume a query whose sort order is reversed, as
+ * App Engine allows.
  * Every length is checked on decode: the blob comes from the client. */
 #include "datastore/query.h"
 
@@ -60,7 +64,10 @@ uint64_t dsq_fingerprint(const dsq_query *q)
         for (size_t j = 0; j < f->n_values; j++) h = fnv_bytes(h, f->values[j]);
     }
     h = fnv(h, "|o", 2);
-    for (size_t i = 0; i < q->n_orders; i++) h = fnv_str(h, q->orders[i].prop);
+    /* Up to __key__: the key always breaks ties last, and orders after it
+     * are moot, so order(x) and order(-x, -__key__) share cursors. */
+    for (size_t i = 0; i < q->n_orders && strcmp(q->orders[i].prop, "__key__"); i++)
+        h = fnv_str(h, q->orders[i].prop);
     h = fnv(h, "|p", 2);
     for (size_t i = 0; i < q->n_projection; i++) h = fnv_str(h, q->projection[i]);
     h = fnv(h, "|g", 2);

@@ -234,8 +234,8 @@ static rowref *rows_sorted(const buf *rows, size_t *count)
 {
     size_t n = 0, cap = 16;
     rowref *r = xmalloc(cap * sizeof *r);
-    const uint8_t *p = (const uint8_t *)rows->data, *end = p + rows->len;
-    while (p + 4 <= end) {
+    const uint8_t *p = (const uint8_t *)rows->data, *end = p ? p + rows->len : p;
+    while (p && p + 4 <= end) {
         uint32_t len;
         memcpy(&len, p, 4);
         p += 4;

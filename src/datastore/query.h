@@ -157,8 +157,13 @@ int dsq_get_indices(dsq_engine *eng, const char *app, const uint8_t *req, size_t
  * app_dir/index.yaml (app_dir may be NULL: mode only). require_indexes=1:
  * a query needing an undeclared index fails with NEED_INDEX (App Engine's
  * behaviour); 0: the index is created on first use (the dev server's).
+ * -1: keep the mode stored for the app (auto when never set).
  * Declared indexes are created and filled before this returns. */
 int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int require_indexes, ds_err *e);
+/* The same on the datastore under home, opened and closed around the call
+ * (for start-up, before the API server opens it). 0, or -1 with err. */
+int dsq_configure_home(const char *home, const char *app, const char *app_dir, int require_indexes,
+                       char *err, size_t errlen);
 
 /* Register RunQuery, Next, DeleteCursor and GetIndices of datastore_v3 on
  * srv; ds is the datastore (datastore *). */

@@ -421,8 +421,38 @@ static void put_reference(buf *out, uint32_t field, const plan *p, const buf *pa
     pb_end(out, m);
 }
 
+/* A string value cut short in the index (see keycodec.h): the whole value
+ * from the entity, the one of property `name` whose index encoding is enc. */
+static int full_value(kv_txn *kt, const plan *p, const uint8_t *path, size_t pn, const char *name,
+                      const uint8_t *enc, size_t encn, int dir, buf *pv)
+{
+    buf ek = BUF_INIT, t = BUF_INIT;
+    const void *v; size_t vn;
+    char err[200];
+    int found = 0;
+    entity_key(&ek, p, path, pn);
+    if (kv_get(kt, ek.data, ek.len, &v, &vn, err, sizeof err) == KV_OK) {
+        uint8_t *copy = xmalloc(vn ? vn : 1);
+        memcpy(copy, v, vn);
+        ds_entity ent;
+        if (ds_entity_decode(copy, vn, &ent, err, sizeof err) == 0) {
+            for (size_t i = 0; i < ent.nprops && !found; i++) {
+                const ds_prop *pr = &ent.props[i];
+                if (!pr->indexed || pr->name.n != strlen(name) || memcmp(pr->name.p, name, pr->name.n)) continue;
+                buf_reset(&t);
+                kc_put_value(&t, &pr->v, dir);
+                if (bytes_cmp((uint8_t *)t.data, t.len, enc, encn) == 0) { ds_value_encode(pv, &pr->v); found = 1; }
+            }
+            ds_entity_free(&ent);
+        }
+        free(copy);
+    }
+    buf_free(&ek); buf_free(&t);
+    return found;
+}
+
 /* EntityProto with key and entity group only, plus projected properties. */
-static int put_key_entity(buf *out, const plan *p, const dsq_query *q, const uint8_t *path, size_t pn,
+static int put_key_entity(buf *out, kv_txn *kt, const plan *p, const dsq_query *q, const uint8_t *path, size_t pn,
                           const uint8_t *vals, size_t vn)
 {
     buf pathmsg = BUF_INIT, group = BUF_INIT, pv = BUF_INIT;
@@ -447,7 +477,12 @@ static int put_key_entity(buf *out, const plan *p, const dsq_query *q, const uin
             if (kc_skip_value(&v, vals + vn, p->post_dir[k]) < 0) break;
             if (p->post_prop[k] && !strcmp(p->post_prop[k], name)) {
                 const uint8_t *t = start;
-                if (kc_get_value(&t, vals + vn, p->post_dir[k], &pv) == 0) found = 1;
+                int r = kc_get_value(&t, vals + vn, p->post_dir[k], &pv);
+                if (r == 0) found = 1;
+                else if (r == 1) {
+                    buf_reset(&pv);
+                    found = full_value(kt, p, path, pn, name, start, (size_t)(v - start), p->post_dir[k], &pv);
+                }
             }
         }
         if (!found) {
@@ -483,6 +518,7 @@ static void position_cursor(const plan *p, const dsq_query *q, const buf *pos, i
     c.n_orders = (uint8_t)p->n_post;
     for (size_t i = 0; i < p->n_post; i++) if (p->post_dir[i] == KC_DESC) c.dirs |= 1u << i;
     if (p->reverse) c.dirs |= 1u << 31;
+    if (p->n_post && !strcmp(p->post_prop[p->n_post - 1], "__key__")) c.dirs |= 1u << 30;
     c.has_position = has_pos;
     c.inclusive = incl;
     buf asc = BUF_INIT;
@@ -509,35 +545,63 @@ static void position_cursor(const plan *p, const dsq_query *q, const buf *pos, i
     buf_free(&asc);
 }
 
-/* Position from a client cursor, for this query's plan. */
+/* Position from a client cursor, for this query's plan.
+ *
+ * Index plans compare their explicit sort values; the key that breaks ties
+ * may be explicit (a trailing __key__ order, part of a composite index) on
+ * either side or implicit (ascending), so a cursor of `order(x)` resumes
+ * `order(-x, -__key__)` and the other way round, as ndb's reverse paging
+ * does. The position is rebuilt in this plan's encoding. */
 static int cursor_position(const plan *p, const dsq_query *q, dsq_bytes cb, buf *pos, int *has_pos,
                            int *incl, ds_err *e)
 {
     dsq_cursor c;
     char err[200];
     if (dsq_cursor_decode(cb.p, cb.n, &c, err, sizeof err) < 0) { err_set(e, DS_BAD_REQUEST, "%s", err); return -1; }
-    int rc = -1;
+    int rc = -1, flip = -1;
     if (c.fingerprint != dsq_fingerprint(q)) {
         err_set(e, DS_BAD_REQUEST, "the cursor does not match this query");
         goto out;
     }
-    if (c.n_orders != p->n_post) { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders"); goto out; }
-    uint32_t dirs = 0, mask = 0;
-    for (size_t i = 0; i < p->n_post; i++) { mask |= 1u << i; if (p->post_dir[i] == KC_DESC) dirs |= 1u << i; }
-    if (p->type != PLAN_INDEX) { mask |= 1u << 31; if (p->reverse) dirs |= 1u << 31; }
-    int flip;
-    if ((c.dirs & mask) == dirs && !(c.dirs & ~mask)) flip = 0;
-    else if (((c.dirs ^ mask) & mask) == dirs && !(c.dirs & ~mask)) flip = 1;
-    else { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
+    int c_key = (c.dirs >> 30) & 1;
+    int p_key = p->n_post && !strcmp(p->post_prop[p->n_post - 1], "__key__");
+    size_t c_vals = c.n_orders - (size_t)c_key, p_vals = p->n_post - (size_t)p_key;
+    if (c.n_orders < c_key || c_vals != p_vals) {
+        err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders");
+        goto out;
+    }
+    if (p->type != PLAN_INDEX) {
+        flip = (int)((c.dirs >> 31) & 1) != p->reverse;
+    } else {
+        for (size_t i = 0; i < c.n_orders; i++) {
+            if (i >= p_vals && !(c_key && p_key)) break;      /* an implicit key on one side */
+            int f = (int)((c.dirs >> i) & 1) != (p->post_dir[i] == KC_DESC);
+            if (flip < 0) flip = f;
+            else if (flip != f) { flip = -2; break; }
+        }
+        if (flip == -1) flip = 0;
+    }
+    if (flip < 0) { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
     buf_reset(pos);
     *has_pos = c.has_position;
     *incl = c.has_position ? (c.inclusive ^ flip) : 0;
     if (c.has_position) {
-        for (size_t i = 0; i < p->n_post; i++)
+        for (size_t i = 0; i < p_vals; i++)
             for (size_t k = 0; k < c.values[i].n; k++) {
                 uint8_t b = c.values[i].p[k];
                 buf_putc(pos, (char)(p->post_dir[i] == KC_DESC ? ~b : b));
             }
+        if (p_key) {
+            /* The key as an index value: tag, app, namespace, path. */
+            buf kv = BUF_INIT;
+            buf_putc(&kv, (char)KC_T_KEY);
+            kc_put_cstr(&kv, p->app);
+            kc_put_cstr(&kv, p->ns);
+            buf_append(&kv, c.key.p, c.key.n);
+            for (size_t k = 0; k < kv.len; k++)
+                buf_putc(pos, p->post_dir[p->n_post - 1] == KC_DESC ? (char)~kv.data[k] : kv.data[k]);
+            buf_free(&kv);
+        }
         buf_append(pos, c.key.p, c.key.n);
     } else if (flip) {
         /* The start of the reversed query is this query's end. */
@@ -663,7 +727,7 @@ static int run_batch(dsq_engine *eng, qstate *st, kv_txn *kt, int64_t count, int
         }
         if (need_entity) {
             pb_put_bytes(&results, 2, ev, evn);
-        } else if (put_key_entity(&results, p, q, path, pathn, row, (size_t)(vals_end - row)) < 0) {
+        } else if (put_key_entity(&results, kt, p, q, path, pathn, row, (size_t)(vals_end - row)) < 0) {
             free(row);
             err_set(e, DS_INTERNAL_ERROR, "an index row of kind %s is malformed", p->kind ? p->kind : "");
             goto out;
@@ -882,7 +946,7 @@ int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int r
         return -1;
     }
     int rc = -1;
-    for (int attempt = 0; attempt < 10; attempt++) {
+    for (int attempt = 0; require_indexes >= 0 && attempt < 10; attempt++) {
         kv_txn *t = NULL;
         int r = kv_begin(ds_kv(ds), 1, &t, err, sizeof err);
         if (r != KV_OK) { kv_err(e, r, "starting a write", err); goto out; }
@@ -901,5 +965,17 @@ int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int r
     rc = 0;
 out:
     dsq_index_list_free(&l);
+    return rc;
+}
+
+int dsq_configure_home(const char *home, const char *app, const char *app_dir, int require_indexes,
+                       char *err, size_t errlen)
+{
+    datastore *ds = ds_open(home, err, errlen);
+    if (!ds) return -1;
+    ds_err e = {0};
+    int rc = dsq_configure_app(ds, app, app_dir, require_indexes, &e);
+    ds_close(ds);
+    if (rc < 0) set_err(err, errlen, "%s", e.msg);
     return rc;
 }

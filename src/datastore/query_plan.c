@@ -639,13 +639,17 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
         goto out;
     }
     if (n.key_desc) {
-        err_set(e, DS_BAD_REQUEST, "sorting by __key__ descending after other sort orders is not supported");
-        goto out;
+        /* Ties broken by key descending: the key becomes the composite
+         * index's last property, as App Engine indexes it. */
+        if (n.n_orders >= DSQ_MAX_ORDERS - 1) { err_set(e, DS_BAD_REQUEST, "the query has too many sort orders"); goto out; }
+        n.orders[n.n_orders].prop = KEY_PROP;
+        n.orders[n.n_orders].desc = 1;
+        n.n_orders++;
     }
     p->type = PLAN_INDEX;
     p->dedup = 1;
     p->n_scans = 1;
-    if (!n.n_eq && !q->has_ancestor && n.n_orders + n.n_exists == 1) {
+    if (!n.n_eq && !q->has_ancestor && n.n_orders + n.n_exists == 1 && !n.key_desc) {
         /* One property: its ascending or descending single-property rows. */
         const char *prop = n.n_orders ? n.orders[0].prop : n.exists[0];
         int dir = n.n_orders && n.orders[0].desc ? KC_DESC : KC_ASC;

@@ -51,6 +51,9 @@ typedef struct {
      * handlers. NULL = no request is ever trusted. */
     int (*verify_internal)(void *arg, const char *value, size_t len);
     void *internal_arg;
+    /* The users service (src/users/login.h): session cookies, /_ah/login and
+     * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
+    struct users_ctx *users;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

@@ -108,8 +108,12 @@ def s_cursors():
     q = Person.query().order(Person.name)
     fwd, fc, _ = q.fetch_page(4)
     back, _, _ = Person.query().order(-Person.name).fetch_page(4, start_cursor=fc)
+    # Over ties, with the key as explicit last order both ways.
+    tq = Person.query().order(Person.age, Person.key)
+    tf, tc, _ = tq.fetch_page(4)
+    tb, _, _ = Person.query().order(-Person.age, -Person.key).fetch_page(10, start_cursor=tc)
     return {"seen": seen, "pages": pages, "batched": batched, "first": ids(first), "rest": ids(rest),
-            "fwd": ids(fwd), "back": ids(back)}
+            "fwd": ids(fwd), "back": ids(back), "ties_fwd": ids(tf), "ties_back": ids(tb)}
 
 
 def s_counts():

@@ -105,6 +105,8 @@ def test_cursors_across_batches(server):
     assert r["rest"] == [12, 17, 22, 27]
     assert r["fwd"] == [1, 2, 3, 4]
     assert r["back"] == [4, 3, 2, 1]
+    assert r["ties_fwd"] == [5, 10, 15, 20]
+    assert r["ties_back"] == [20, 15, 10, 5]
 
 
 def test_counts_and_keys_only(server):
@@ -148,3 +150,63 @@ def test_need_index_when_required(server, tmp_path):
                         "--app-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert server.ok("need_index") == [27, 22, 17, 12, 7, 2]
+
+
+IDX_APP = '''
+from google.appengine.api import wrap_wsgi_app
+from google.appengine.ext import ndb
+
+
+class Note(ndb.Model):
+    owner = ndb.StringProperty()
+    rank = ndb.IntegerProperty()
+    size = ndb.IntegerProperty()
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    try:
+        if path == "/put":
+            ndb.put_multi([Note(id=i, owner="a" if i % 2 else "b", rank=i, size=10 - i) for i in range(1, 9)])
+            body = "ok"
+        elif path == "/declared":
+            body = ",".join(str(n.key.id()) for n in Note.query(Note.owner == "a").order(-Note.rank))
+        elif path == "/undeclared":
+            body = ",".join(str(n.key.id()) for n in Note.query(Note.owner == "a").order(Note.size))
+        else:
+            body = "?"
+    except Exception as e:
+        body = "%s: %s" % (type(e).__name__, e)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+
+
+app = wrap_wsgi_app(app)
+'''
+
+
+def test_index_yaml_of_a_served_app(cz_env, tmp_path):
+    """`cyclozzo --start application` builds the app's index.yaml indexes; in
+    required-index mode (set with cz-indexes) other composite queries fail."""
+    import requests
+    from conftest import cz, free_port
+    d = tmp_path / "idxapp"
+    d.mkdir()
+    (d / "main.py").write_text(IDX_APP)
+    (d / "app.yaml").write_text("runtime: python311\n")
+    (d / "requirements.txt").write_text("appengine-python-standard==3.1.0\n")
+    (d / "index.yaml").write_text(
+        "indexes:\n- kind: Note\n  properties:\n  - name: owner\n  - name: rank\n    direction: desc\n")
+    p = subprocess.run([CZ_INDEXES, "--home", cz_env["CYCLOZZO_HOME"], "--app", "dev~idxapp", "--require-indexes"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    port = free_port()
+    cz("--start", "application", "--dir", str(d), "--port", str(port), env=cz_env, timeout=600)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(base + "/put", timeout=60).text == "ok"
+        assert requests.get(base + "/declared", timeout=60).text == "7,5,3,1"
+        r = requests.get(base + "/undeclared", timeout=60).text
+        assert r.startswith("NeedIndexError") and "- name: size" in r, r
+    finally:
+        cz("--stop", "application", "--port", str(port), env=cz_env, check=False)

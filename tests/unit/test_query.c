@@ -552,6 +552,25 @@ TEST(keys_only_and_projection)
     CHECK_INT(R.n, 5);
     for (int i = 0; i < R.n; i++) CHECK_INT(R.ival[i], i);
     CHECK_STR(IDS(), "5 1 2 3 4");
+    /* A long string, cut short in its index row, is projected whole. */
+    static char longs[601];
+    memset(longs, 'x', 600);
+    longs[599] = 'y';
+    pe lp[1] = {{"Long", 1, NULL}};
+    prop lpr[1] = {{"s", S(longs), 0}};
+    put_entity("", lp, 1, lpr, 1);
+    q_init(&q, "Long");
+    pb_put_str(&q.b, 33, "s");
+    buf resp = BUF_INIT;
+    ds_err le = {0};
+    CHECK(dsq_run_query(eng, APP, (uint8_t *)q.b.data, q.b.len, &resp, &le) == 0);
+    CHECK(memmem(resp.data, resp.len, longs, 600) != NULL);
+    buf_free(&resp);
+    buf_free(&q.b);
+    q_init(&q, "Long");
+    q_filter(&q, "s", DSQ_EQ, S(longs));
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "1");
     /* Distinct pages resumed from cursors never repeat a group. */
     char seen[64] = "";
     buf cur = BUF_INIT;
@@ -618,6 +637,28 @@ TEST(cursors_resume_exactly)
     CHECK(run_ok(&q, NULL) == 0);
     CHECK_STR(IDS(), "4 3 2");
     buf_free(&byname);
+    /* Ties broken by key descending (a composite index ending in __key__). */
+    q_init(&q, "Person"); q_order(&q, "age", 0); q_order(&q, "__key__", 1);
+    pb_put_int(&q.b, 16, 5);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "20 15 10 5 16");
+    /* Reverse paging over ties: order(age) then order(-age, -key) from the
+     * same cursor walks the page back exactly. */
+    q_init(&q, "Person"); q_order(&q, "age", 1); q_order(&q, "__key__", 1);
+    pb_put_bytes(&q.b, 30, fwd.data, fwd.len);
+    pb_put_int(&q.b, 16, 6);
+    pb_put_bool(&q.b, 25, 1);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "20 15 10 5");
+    /* ... and that cursor resumes the forward query where it was. */
+    buf back = BUF_INIT;
+    buf_append(&back, R.compiled.data, R.compiled.len);
+    q_init(&q, "Person"); q_order(&q, "age", 0);
+    pb_put_bytes(&q.b, 30, back.data, back.len);
+    pb_put_int(&q.b, 16, 3);
+    CHECK(run_ok(&q, NULL) == 0);
+    CHECK_STR(IDS(), "5 10 15");
+    buf_free(&back);
     /* A cursor from another query is refused. */
     q_init(&q, "Person"); q_order(&q, "name", 0);
     pb_put_bytes(&q.b, 30, fwd.data, fwd.len);
@@ -755,7 +796,7 @@ TEST(metadata_queries)
     CHECK_STR(R.names[1], "ns1");
     q_init(&q, "__kind__");
     CHECK(run_ok(&q, NULL) == 0);
-    CHECK_STR(IDS(), "Member Mixed Person");   /* Family is only a key path */
+    CHECK_STR(IDS(), "Long Member Mixed Person");   /* Family is only a key path */
     q_init(&q, "__kind__");
     pb_put_str(&q.b, 29, "ns1");
     CHECK(run_ok(&q, NULL) == 0);
@@ -769,8 +810,9 @@ TEST(metadata_queries)
     CHECK_STR(R.rep[2], "DOUBLE");
     q_init(&q, "__property__");
     CHECK(run_ok(&q, NULL) == 0);
-    CHECK_STR(IDS(), "age v age name score tags");
-    CHECK_STR(R.rep[1], "NULL,INT64,BOOLEAN,STRING,DOUBLE");
+    CHECK_STR(IDS(), "s age v age name score tags");
+    CHECK_STR(R.rep[0], "STRING");
+    CHECK_STR(R.rep[2], "NULL,INT64,BOOLEAN,STRING,DOUBLE");
 }
 
 TEST(decoders_refuse_garbage)
