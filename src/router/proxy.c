@@ -41,7 +41,20 @@ static void up_close(upconn *u)
         close(u->fd);
     }
     buf_free(&u->in);
-    free(u);
+    /* Freed at the end of the loop turn: an event for u may be pending. */
+    u->dead = 1;
+    u->fd = -1;
+    u->next_idle = t->dead_ups;
+    t->dead_ups = u;
+}
+
+void proxy_reap_dead(rthread *t)
+{
+    while (t->dead_ups) {
+        upconn *u = t->dead_ups;
+        t->dead_ups = u->next_idle;
+        free(u);
+    }
 }
 
 static upconn *up_connect(rthread *t, instance *in)
@@ -121,6 +134,9 @@ static void finish_upstream(rconn *c, int reusable)
     upconn *u = c->up;
     c->up = NULL;
     instmgr_release(c->t->r->c.im, u->inst);
+    /* A slot freed: threads holding queued requests should look now, not at
+     * their next timeout. */
+    if (atomic_load(&c->t->r->queued) > 0) router_wake_all(c->t->r);
     if (reusable && atomic_load(&u->inst->generation) == u->generation) up_release_idle(u);
     else up_close(u);
 }
@@ -167,16 +183,18 @@ void proxy_dispatch(rconn *c)
 {
     rthread *t = c->t;
     instmgr *im = t->r->c.im;
-    instance *in = instmgr_acquire(im);
-    if (in && start_on(c, in) == 0) return;
-    if (!instmgr_has_ready(im) && !in) {
-        /* Every instance is down and restarting: wait in the queue, the
-         * retry loop answers 503 if it takes too long. */
+    /* First come, first served: with requests already waiting, join them. */
+    if (!t->q_head) {
+        instance *in = instmgr_acquire(im);
+        if (in && start_on(c, in) == 0) return;
     }
+    /* Wait for a slot (or for a restarting instance); the retry loop answers
+     * 503 if none comes within the deadline. */
     c->state = CS_QUEUED;
     c->qnext = NULL;
     if (t->q_tail) t->q_tail->qnext = c; else t->q_head = c;
     t->q_tail = c;
+    atomic_fetch_add(&t->r->queued, 1);
 }
 
 void proxy_retry_queue(rthread *t)
@@ -194,6 +212,7 @@ void proxy_retry_queue(rthread *t)
                 if (now - q->req_start_us > (int64_t)t->r->c.deadline_s * 1000000) {
                     *pp = q->qnext;
                     if (t->q_tail == q) t->q_tail = prev;
+                    atomic_fetch_sub(&t->r->queued, 1);
                     conn_send_error(q, 503, "No instance became available to serve this request.");
                     conn_kick(q);
                     continue;
@@ -204,6 +223,7 @@ void proxy_retry_queue(rthread *t)
             return;
         }
         t->q_head = c->qnext;
+        atomic_fetch_sub(&t->r->queued, 1);
         if (!t->q_head) t->q_tail = NULL;
         c->qnext = NULL;
         if (start_on(c, in) < 0) conn_send_error(c, 502, "The app's instance could not be reached.");

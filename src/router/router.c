@@ -88,18 +88,49 @@ void conn_close(rconn *c)
     if (c->state == CS_QUEUED) {
         rconn **pp = &t->q_head, *prev = NULL;
         while (*pp && *pp != c) { prev = *pp; pp = &(*pp)->qnext; }
-        if (*pp) { *pp = c->qnext; if (t->q_tail == c) t->q_tail = prev; }
+        if (*pp) {
+            *pp = c->qnext;
+            if (t->q_tail == c) t->q_tail = prev;
+            atomic_fetch_sub(&t->r->queued, 1);
+        }
     }
     if (c->prev) c->prev->next = c->next; else t->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     t->nconns--;
+    /* Deregister explicitly: a child forked by the instance manager may hold
+     * a copy of this socket until its exec, and epoll would keep reporting
+     * it after close(). */
+    epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     reset_request(c);
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->upreq);
     buf_free(&c->upbody);
-    free(c);
+    /* Events for c may still be pending in this epoll batch: free it only
+     * when the turn ends. */
+    c->dead = 1;
+    c->qnext = t->dead_conns;
+    t->dead_conns = c;
+}
+
+static void reap_dead(rthread *t)
+{
+    while (t->dead_conns) {
+        rconn *c = t->dead_conns;
+        t->dead_conns = c->qnext;
+        free(c);
+    }
+    proxy_reap_dead(t);
+}
+
+void router_wake_all(router *r)
+{
+    for (int i = 0; i < r->nthreads; i++) {
+        uint64_t one = 1;
+        ssize_t w = write(r->threads[i].wake_fd, &one, sizeof one);
+        (void)w;
+    }
 }
 
 static void access_log(rconn *c)
@@ -737,16 +768,19 @@ static void *thread_main(void *arg)
             else if (kind == EV_WAKE) { uint64_t v; ssize_t rr = read(t->wake_fd, &v, sizeof v); (void)rr; }
             else if (kind == EV_CLIENT) {
                 rconn *c = evs[i].data.ptr;
+                if (c->dead) continue;
                 if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->can_read = 1;
                 if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->can_write = 1;
                 conn_kick(c);
             } else if (kind == EV_UP) {
-                proxy_on_event(evs[i].data.ptr, ev);
+                upconn *u = evs[i].data.ptr;
+                if (!u->dead) proxy_on_event(u, ev);
             }
         }
         int64_t now = now_us();
         if (t->q_head) proxy_retry_queue(t);
         if (now - last_tick > 1000000) { last_tick = now; check_timeouts(t, now); }
+        reap_dead(t);
         flush_access_log(t);
     }
     return NULL;
@@ -852,6 +886,7 @@ void router_free(router *r)
         rthread *t = &r->threads[i];
         while (t->conns) conn_close(t->conns);
         proxy_free_idle(t);
+        reap_dead(t);
         flush_access_log(t);
         buf_free(&t->alog);
         if (t->listen_fd >= 0) close(t->listen_fd);

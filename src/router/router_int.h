@@ -5,6 +5,7 @@
 #define CZ_ROUTER_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "core/buf.h"
@@ -27,6 +28,7 @@ typedef struct upconn upconn;
 
 typedef struct rconn {
     int kind;                      /* EV_CLIENT */
+    int dead;                      /* closed; freed at the end of the loop turn */
     int fd;
     rthread *t;
     struct rconn *prev, *next;     /* all connections of the thread (timeouts) */
@@ -79,6 +81,7 @@ typedef struct rconn {
 
 struct upconn {
     int kind;                      /* EV_UP */
+    int dead;                      /* closed; freed at the end of the loop turn */
     int fd;
     rthread *t;
     struct instance *inst;
@@ -108,6 +111,8 @@ struct rthread {
     int nconns;
     rconn *q_head, *q_tail;        /* waiting for an instance */
     upconn *idle;                  /* idle upstream connections */
+    rconn *dead_conns;             /* closed in this loop turn (linked by qnext) */
+    upconn *dead_ups;              /* closed in this loop turn (linked by next_idle) */
     char date[40];                 /* "Date: ...\r\n" for this second */
     int64_t date_sec;
     uint64_t seq;
@@ -119,6 +124,7 @@ struct router {
     int nthreads;
     rthread *threads;
     int appdir_fd;                 /* O_PATH descriptor of the app directory */
+    _Atomic int queued;            /* requests waiting for an instance, all threads */
     volatile int stopping;
 };
 
@@ -140,5 +146,7 @@ void proxy_abort(rconn *c);              /* client went away mid-request */
 void proxy_retry_queue(rthread *t);
 void proxy_reap_idle(rthread *t, int64_t now);
 void proxy_free_idle(rthread *t);
+void proxy_reap_dead(rthread *t);        /* free upstreams closed this turn */
+void router_wake_all(router *r);         /* nudge every thread (an instance slot freed) */
 
 #endif

@@ -166,3 +166,35 @@ def test_guestbook_starts_with_sdk_virtualenv(started, cz_env):
     cz("--start", "application", "--dir", src, "--port", port, env=cz_env, timeout=300)
     assert "first post" in requests.get(base + "/?guestbook_name=gb1").text
     assert sorted(os.listdir(src)) == before
+
+
+def test_router_survives_load_with_churning_connections(started, cz_env):
+    """Many clients opening, using and dropping connections to a script
+    handler at once (a regression test for a connection freed while its
+    events were still pending in the same event batch)."""
+    import socket
+    base, _ = started(os.path.join(ROOT, "examples", "hello"))
+    port = int(base.rsplit(":", 1)[1])
+
+    def client(i):
+        ok = 0
+        for j in range(40):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            if j % 2:
+                s.close()          # drop mid-response
+                continue
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            ok += data.count(b"HTTP/1.1 200") == 2
+            s.close()
+        return ok
+
+    with concurrent.futures.ThreadPoolExecutor(48) as ex:
+        results = list(ex.map(client, range(48)))
+    assert results == [20] * 48
+    assert requests.get(base + "/").status_code == 200
