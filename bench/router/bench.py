@@ -124,6 +124,13 @@ def comm_of(pid):
         return "?"
 
 
+def nthreads(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def cpu_ticks(pids):
     return sum((proc_stat(p) or (0, 0))[1] for p in pids)
 
@@ -563,7 +570,7 @@ def mem_report(stack_list, label):
     for pid in sorted(pids):
         a, b = mem_of(pid)
         rss, pss = rss + a, pss + b
-        rows.append((pid, comm_of(pid), a, b))
+        rows.append((pid, comm_of(pid), a, b, nthreads(pid)))
     return {"label": label, "rss_kib": rss, "pss_kib": pss, "procs": rows}
 
 
@@ -814,7 +821,8 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, nginx_w
     p(f"{'memory':34} {'idle RSS':>10} {'idle PSS':>10} {'after RSS':>10} {'after PSS':>10}  processes")
     for key, m in mem_idle.items():
         a = mem_after[key]
-        procs = ", ".join(f"{c}" for _, c, _, _ in a["procs"])
+        procs = ", ".join(f"{c}" + (f"({t} threads)" if t > 1 else "")
+                          for _, c, _, _, t in a["procs"])
         p(f"{m['label']:34} {m['rss_kib'] / 1024:8.1f}MB {m['pss_kib'] / 1024:8.1f}MB "
           f"{a['rss_kib'] / 1024:8.1f}MB {a['pss_kib'] / 1024:8.1f}MB  {procs}")
     if cz:
