@@ -11,7 +11,17 @@
  *
  * Services register at start-up with api_register(); one file per service
  * under src/api/ (datastore_v3.c, memcache.c, ...), each exposing
- * `void <service>_register(api_server *srv)` which the daemon calls. */
+ * `void <service>_register(api_server *srv, const char *home)`, all called
+ * from api_register_all() in services.c, which is what the daemon calls.
+ *
+ * Error mapping (what the SDKs see): unknown service or method ->
+ * CALL_NOT_FOUND; undecodable Request -> PARSE_ERROR; body larger than
+ * max_request -> REQUEST_TOO_LARGE; missing, malformed, forged, expired or
+ * wrong-app ticket -> SECURITY_VIOLATION; call started or finished after the
+ * X-Google-RPC-Service-Deadline (seconds, default 60) -> DEADLINE_EXCEEDED.
+ * All of these travel in an HTTP 200 Response, as the SDKs expect; only
+ * non-API traffic gets HTTP errors (404 other paths, 405 other methods, 400
+ * and close for malformed HTTP). See docs/api-server.md. */
 #ifndef CZ_API_H
 #define CZ_API_H
 
@@ -77,6 +87,9 @@ typedef struct {
     int port;                    /* 0 = pick a free port */
     int threads;                 /* worker threads, default 16 */
     size_t max_request;          /* default 32 MiB (REQUEST_TOO_LARGE above) */
+    /* Added after the first interface freeze: */
+    const char *app_id;          /* non-NULL: refuse tickets of any other app */
+    int idle_timeout_s;          /* close idle keep-alive connections, default 120 */
 } api_server_config;
 
 /* Create the server (services may then register), then start it listening.
@@ -85,5 +98,23 @@ api_server *api_server_new(const api_server_config *cfg, char *err, size_t errle
 int  api_server_start(api_server *srv, char *err, size_t errlen);
 int  api_server_port(const api_server *srv);
 void api_server_stop(api_server *srv);     /* stops threads, frees everything */
+
+/* Register every service Cyclozzo provides (services.c): the one call the
+ * daemon and bin/cz-apiserver make. home is CYCLOZZO_HOME. */
+void api_register_all(api_server *srv, const char *home);
+
+/* capability_service (capability.c): IsEnabled answers ENABLED for all. */
+void capability_register(api_server *srv, const char *home);
+
+/* The protocol engine of one connection, without sockets (the socket layer,
+ * the unit tests and the fuzzer all drive it). Feed it the bytes received;
+ * it appends every complete response to out, running API calls inline.
+ * Returns 1 once the connection must be closed after out is sent, else 0.
+ * api_register must be done before the first call; api_server_start is not
+ * needed. */
+typedef struct api_conn api_conn;
+api_conn *api_conn_new(api_server *srv);
+int  api_conn_feed(api_conn *c, const void *data, size_t len, buf *out);
+void api_conn_free(api_conn *c);
 
 #endif

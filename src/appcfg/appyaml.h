@@ -27,7 +27,8 @@ typedef struct {
     char *url;                     /* pattern as written */
     void *url_re;                  /* pcre2_code* */
     handler_kind kind;
-    char *static_files;            /* template with \N back-references */
+    char *static_files;            /* template with \N back-references; a static_dir
+                                      handler gets "DIR/\N" and url_re "URL/(.*)" */
     char *upload;                  /* pattern as written */
     void *upload_re;
     char *static_dir;              /* directory relative to the app dir */
@@ -103,5 +104,8 @@ int appcfg_skipped(const app_config *cfg, const char *relpath);
 int appcfg_has_inbound(const app_config *cfg, const char *name);
 /* Memory limit in MB for the config's instance_class (F1=384 ...; B classes too). */
 int appcfg_memory_mb(const app_config *cfg);
+/* Seconds in an App Engine expiration ("4d 5h", "1d 30m 10s", "10" = 10 s);
+ * -1 if malformed, -2 if absurdly large. */
+int64_t appcfg_parse_expiration(const char *s);
 
 #endif

@@ -15,7 +15,11 @@
  * limits->max_request_line gives HTTP_ERR_URI_TOO_LONG (414); a head longer than
  * limits->max_head or more than HTTP_MAX_HEADERS headers gives
  * HTTP_ERR_HEADERS_TOO_LARGE (431); HTTP/2+ or other versions give
- * HTTP_ERR_VERSION (505). Bare LF line endings are accepted. */
+ * HTTP_ERR_VERSION (505). Bare LF line endings are accepted. An HTTP/1.1
+ * request without Host, or any with two Host lines, is HTTP_ERR_BAD_REQUEST;
+ * a Transfer-Encoding of other codings followed by chunked is
+ * HTTP_ERR_NOT_IMPLEMENTED. A malformed response is reported with the same
+ * codes (HTTP_ERR_BAD_REQUEST meaning "malformed message"). */
 #ifndef CZ_HTTP_H
 #define CZ_HTTP_H
 
@@ -49,7 +53,8 @@ typedef struct {
 typedef struct {
     const char *method; size_t method_len;
     const char *target; size_t target_len;   /* as sent: origin-form or absolute-form */
-    const char *path;   size_t path_len;     /* target up to '?' (absolute-form: the path part) */
+    const char *path;   size_t path_len;     /* target up to '?' (absolute-form: the path part,
+                                                "/" (a static string) when it has none) */
     const char *query;  size_t query_len;    /* after '?', excluding it; query==NULL if none */
     int version_minor;                        /* HTTP/1.<minor>: 0 or 1 */
     http_header headers[HTTP_MAX_HEADERS];
@@ -59,7 +64,8 @@ typedef struct {
     int chunked;                              /* Transfer-Encoding: chunked */
     int keep_alive;                           /* HTTP/1.1 unless "close"; 1.0 only with "keep-alive" */
     int expect_continue;                      /* Expect: 100-continue */
-    const char *host; size_t host_len;        /* Host header, or NULL */
+    const char *host; size_t host_len;        /* Host header, or NULL; for an
+                                                 absolute-form target its authority */
     size_t head_len;                          /* bytes consumed by the head */
 } http_request;
 
@@ -81,7 +87,10 @@ int http_parse_request(const char *buf, size_t len, http_request *req, const htt
 /* Parse a response head (as a proxy reading an upstream). Framing follows
  * RFC 9112: the caller knows the request method; a response to HEAD, and 1xx,
  * 204 and 304 responses have no body regardless of headers; otherwise chunked,
- * else content_length, else the body runs until the connection closes. */
+ * else content_length, else the body runs until the connection closes.
+ * For 1xx/204/304 content_length is set to 0 and chunked to 0; for a
+ * response to HEAD the caller ignores both. A body that runs until close
+ * gives content_length -1, chunked 0 and keep_alive 0. */
 int http_parse_response(const char *buf, size_t len, http_response *resp, const http_limits *lim);
 
 /* Case-insensitive header lookup; returns the first match or NULL. */
@@ -89,7 +98,7 @@ const http_header *http_find_header(const http_header *h, size_t n, const char *
 
 /* Incremental chunked-body decoder. Zero the struct to start. Each call reads
  * from in[0, len), sets *consumed to the bytes it used, and returns:
- *   HTTP_CHUNK_DATA   *data/*data_len point at body bytes inside `in`
+ *   HTTP_CHUNK_DATA   *data, *data_len point at body bytes inside `in`
  *   HTTP_INCOMPLETE   all input used, no data span ready: read more
  *   HTTP_CHUNK_DONE   terminal chunk and trailers consumed
  *   HTTP_ERR_BAD_REQUEST  malformed framing (bad hex, size overflow, missing CRLF)

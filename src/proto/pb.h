@@ -26,7 +26,7 @@ typedef struct {
 
 void pb_reader_init(pb_reader *r, const void *data, size_t len);
 
-/* Next field: returns 1 and sets *field/*wt, 0 at the end of input (or at the
+/* Next field: returns 1 and sets *field and *wt, 0 at the end of input (or at the
  * end-group tag closing a group reader), -1 on error. */
 int pb_next(pb_reader *r, uint32_t *field, int *wt);
 

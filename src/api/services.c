@@ -1,0 +1,19 @@
+/* services.c - the list of every API service Cyclozzo provides.
+ *
+ * api_register_all() is the one call the daemon (and bin/cz-apiserver) makes
+ * after api_server_new(): it asks each service module to register its
+ * methods. Adding a service is adding its call below, in its own block (the
+ * blocks are kept apart so that independent additions merge cleanly). */
+#include "api/api.h"
+
+void api_register_all(api_server *srv, const char *home)
+{
+    /* capability_service (capability.c) */
+    capability_register(srv, home);
+
+    /* datastore_v3: datastore_v3_register(srv, home); goes here. */
+
+    /* memcache: memcache_register(srv, home); goes here. */
+
+    /* (further services: one block each, above this line) */
+}

@@ -1,0 +1,335 @@
+/* ticket.c - stateless, unforgeable API security tickets. See ticket.h for
+ * the format and the trust model.
+ *
+ * Minting encodes the claims as a protocol buffer, base64url-encodes it and
+ * appends an HMAC-SHA256 tag over the prefix and payload text. Verification
+ * checks the shape, recomputes the tag and compares it in constant time
+ * before it decodes a single payload byte, then checks expiry and the app. */
+#include "api/ticket.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "core/buf.h"
+#include "core/util.h"
+#include "proto/pb.h"
+
+#define PREFIX "cz1."
+#define PREFIX_LEN 4
+#define TAG_LEN 32
+#define TAG_B64_LEN 43   /* base64url of 32 bytes, unpadded */
+
+int64_t ticket_now_ms(void) { return wall_us() / 1000; }
+
+/* ---- base64url (RFC 4648 section 5, no padding) ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void b64url_encode(buf *out, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        char q[4] = { b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63], b64[v & 63] };
+        buf_append(out, q, 4);
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        char q[2] = { b64[v >> 18], b64[(v >> 12) & 63] };
+        buf_append(out, q, 2);
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+        char q[3] = { b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63] };
+        buf_append(out, q, 3);
+    }
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+/* Strict decode: only the alphabet, no padding, canonical trailing bits.
+ * out must hold n*3/4 bytes. Returns the length or -1. */
+static long b64url_decode(const char *s, size_t n, uint8_t *out)
+{
+    if (n % 4 == 1) return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64val(s[i]);
+        if (v < 0) return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0) return -1;   /* leftover bits must be zero */
+    return (long)o;
+}
+
+/* ---- the key ---- */
+
+static int parse_key(const char *text, size_t n, ticket_key *key)
+{
+    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ')) n--;
+    if (n != 2 * TICKET_KEY_LEN) return -1;
+    for (size_t i = 0; i < TICKET_KEY_LEN; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = text[2 * i + j];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+                    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (d < 0) return -1;
+            v = v * 16 + d;
+        }
+        key->k[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int read_key(const char *path, ticket_key *key, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return -1;   /* errno tells the caller */
+    struct stat st;
+    char text[256];
+    ssize_t n = -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) n = read(fd, text, sizeof text);
+    int e = errno;
+    close(fd);
+    if (!S_ISREG(st.st_mode)) { set_err(err, errlen, "ticket key %s is not a regular file", path); errno = EINVAL; return -2; }
+    if (n < 0) { set_err(err, errlen, "cannot read ticket key %s: %s", path, strerror(e)); errno = e; return -2; }
+    if (st.st_mode & 077) {
+        set_err(err, errlen, "ticket key %s may be read by other users (mode %03o); run chmod 600 on it",
+                path, (unsigned)(st.st_mode & 0777));
+        errno = EACCES;
+        return -2;
+    }
+    if (parse_key(text, (size_t)n, key) < 0) {
+        set_err(err, errlen, "ticket key %s does not hold 64 hex digits", path);
+        errno = EINVAL;
+        return -2;
+    }
+    return 0;
+}
+
+int ticket_key_load(const char *home, ticket_key *key, char *err, size_t errlen)
+{
+    char dir[4096], path[4200], tmp[4300];
+    if (!home || !*home) { set_err(err, errlen, "no Cyclozzo home directory was given for the ticket key"); return -1; }
+    snprintf(dir, sizeof dir, "%s/secrets", home);
+    snprintf(path, sizeof path, "%s/ticket.key", dir);
+    int r = read_key(path, key, err, errlen);
+    if (r == 0) return 0;
+    if (r == -2) return -1;
+    if (errno != ENOENT) { set_err(err, errlen, "cannot open ticket key %s: %s", path, strerror(errno)); return -1; }
+
+    /* Create it: write a private temp file, then link() it into place, which
+     * fails if another process got there first (then we use theirs). */
+    if (mkdir_p(dir, 0700) < 0) { set_err(err, errlen, "cannot create %s: %s", dir, strerror(errno)); return -1; }
+    uint8_t raw[TICKET_KEY_LEN];
+    uint32_t salt;
+    if (random_bytes(raw, sizeof raw) < 0 || random_bytes(&salt, sizeof salt) < 0) {
+        set_err(err, errlen, "cannot get random bytes for the ticket key: %s", strerror(errno));
+        return -1;
+    }
+    char hex[2 * TICKET_KEY_LEN + 2];
+    hex_encode(raw, sizeof raw, hex);
+    hex[2 * TICKET_KEY_LEN] = '\n';
+    hex[2 * TICKET_KEY_LEN + 1] = 0;
+    snprintf(tmp, sizeof tmp, "%s/.ticket.key.%d.%08x", dir, (int)getpid(), salt);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) { set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno)); return -1; }
+    size_t len = strlen(hex);
+    int ok = write(fd, hex, len) == (ssize_t)len && fchmod(fd, 0600) == 0 && fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) < 0) ok = 0;
+    if (!ok) { unlink(tmp); set_err(err, errlen, "cannot write %s: %s", tmp, strerror(e)); return -1; }
+    int linked = link(tmp, path);
+    e = errno;
+    unlink(tmp);
+    if (linked < 0 && e != EEXIST) { set_err(err, errlen, "cannot create ticket key %s: %s", path, strerror(e)); return -1; }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    r = read_key(path, key, err, errlen);
+    if (r == -1) { set_err(err, errlen, "cannot open ticket key %s: %s", path, strerror(errno)); return -1; }
+    return r == 0 ? 0 : -1;
+}
+
+/* ---- mint ---- */
+
+static void mac(const ticket_key *key, const char *text, size_t n, uint8_t out[TAG_LEN])
+{
+    unsigned int len = TAG_LEN;
+    HMAC(EVP_sha256(), key->k, TICKET_KEY_LEN, (const unsigned char *)text, n, out, &len);
+}
+
+static int check_field(const char *name, const char *s, size_t max, char *err, size_t errlen)
+{
+    size_t n = strnlen(s, max + 1);
+    if (n > max) { set_err(err, errlen, "ticket %s is longer than %zu bytes", name, max); return -1; }
+    return 0;
+}
+
+char *ticket_mint(const ticket_key *key, const ticket_claims *c, int64_t now_ms,
+                  int64_t ttl_s, char *err, size_t errlen)
+{
+    if (!c->app_id[0]) { set_err(err, errlen, "a ticket needs an app id"); return NULL; }
+    if (ttl_s < 1 || ttl_s > TICKET_MAX_TTL_S) {
+        set_err(err, errlen, "ticket lifetime %lld s is outside 1..%d s", (long long)ttl_s, TICKET_MAX_TTL_S);
+        return NULL;
+    }
+    if (check_field("app id", c->app_id, TICKET_MAX_APP, err, errlen) < 0 ||
+        check_field("version", c->version, TICKET_MAX_VERSION, err, errlen) < 0 ||
+        check_field("namespace", c->ns, TICKET_MAX_NS, err, errlen) < 0 ||
+        check_field("user email", c->user_email, TICKET_MAX_EMAIL, err, errlen) < 0 ||
+        check_field("user id", c->user_id, TICKET_MAX_USER_ID, err, errlen) < 0 ||
+        check_field("request id", c->request_id, TICKET_MAX_REQ_ID, err, errlen) < 0)
+        return NULL;
+
+    buf payload = BUF_INIT, out = BUF_INIT;
+    pb_put_str(&payload, 1, c->app_id);
+    if (c->version[0]) pb_put_str(&payload, 2, c->version);
+    if (c->ns[0]) pb_put_str(&payload, 3, c->ns);
+    if (c->user_email[0]) pb_put_str(&payload, 4, c->user_email);
+    if (c->user_id[0]) pb_put_str(&payload, 5, c->user_id);
+    if (c->user_is_admin) pb_put_bool(&payload, 6, 1);
+    if (c->request_id[0]) pb_put_str(&payload, 7, c->request_id);
+    pb_put_int(&payload, 8, now_ms);
+    pb_put_int(&payload, 9, now_ms + ttl_s * 1000);
+
+    buf_puts(&out, PREFIX);
+    b64url_encode(&out, (const uint8_t *)payload.data, payload.len);
+    uint8_t tag[TAG_LEN];
+    mac(key, out.data, out.len, tag);
+    buf_putc(&out, '.');
+    b64url_encode(&out, tag, TAG_LEN);
+    buf_free(&payload);
+    if (out.len > TICKET_MAX_LEN) {
+        buf_free(&out);
+        set_err(err, errlen, "ticket would be longer than %d bytes", TICKET_MAX_LEN);
+        return NULL;
+    }
+    return buf_detach(&out, NULL);
+}
+
+char *ticket_mint_home(const char *home, const ticket_claims *c, int64_t ttl_s,
+                       char *err, size_t errlen)
+{
+    ticket_key key;
+    if (ticket_key_load(home, &key, err, errlen) < 0) return NULL;
+    char *t = ticket_mint(&key, c, ticket_now_ms(), ttl_s, err, errlen);
+    OPENSSL_cleanse(&key, sizeof key);
+    return t;
+}
+
+/* ---- verify ---- */
+
+static int copy_str(pb_reader *rd, int wt, char *dst, size_t max)
+{
+    const uint8_t *p;
+    size_t n;
+    if (pb_bytes(rd, wt, &p, &n) < 0 || n > max || memchr(p, 0, n)) return -1;
+    memcpy(dst, p, n);
+    dst[n] = 0;
+    return 0;
+}
+
+static int decode_payload(const uint8_t *p, size_t n, ticket_claims *c)
+{
+    memset(c, 0, sizeof *c);
+    pb_reader rd;
+    pb_reader_init(&rd, p, n);
+    int have_exp = 0, have_iss = 0;
+    uint32_t field;
+    int wt, st;
+    while ((st = pb_next(&rd, &field, &wt)) == 1) {
+        int r;
+        switch (field) {
+        case 1: r = copy_str(&rd, wt, c->app_id, TICKET_MAX_APP); break;
+        case 2: r = copy_str(&rd, wt, c->version, TICKET_MAX_VERSION); break;
+        case 3: r = copy_str(&rd, wt, c->ns, TICKET_MAX_NS); break;
+        case 4: r = copy_str(&rd, wt, c->user_email, TICKET_MAX_EMAIL); break;
+        case 5: r = copy_str(&rd, wt, c->user_id, TICKET_MAX_USER_ID); break;
+        case 6: r = pb_bool(&rd, wt, &c->user_is_admin); break;
+        case 7: r = copy_str(&rd, wt, c->request_id, TICKET_MAX_REQ_ID); break;
+        case 8: r = pb_int64(&rd, wt, &c->issued_ms); have_iss = 1; break;
+        case 9: r = pb_int64(&rd, wt, &c->expires_ms); have_exp = 1; break;
+        default: r = pb_skip(&rd, wt, field);
+        }
+        if (r < 0) return -1;
+    }
+    if (st < 0 || rd.err || !c->app_id[0] || !have_exp || !have_iss) return -1;
+    return 0;
+}
+
+ticket_status ticket_verify(const ticket_key *key, const char *text, size_t len,
+                            int64_t now_ms, const char *expect_app,
+                            ticket_claims *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!text || len == 0) {
+        set_err(err, errlen, "The API call carried no security ticket.");
+        return TICKET_MISSING;
+    }
+    const char *dot = len > PREFIX_LEN ? memchr(text + PREFIX_LEN, '.', len - PREFIX_LEN) : NULL;
+    if (len > TICKET_MAX_LEN || len < PREFIX_LEN || memcmp(text, PREFIX, PREFIX_LEN) != 0 || !dot ||
+        (size_t)(text + len - dot - 1) != TAG_B64_LEN) {
+        set_err(err, errlen, "The API call's security ticket is malformed.");
+        return TICKET_MALFORMED;
+    }
+    uint8_t given[TAG_LEN + 2], want[TAG_LEN];
+    if (b64url_decode(dot + 1, TAG_B64_LEN, given) != TAG_LEN) {
+        set_err(err, errlen, "The API call's security ticket is malformed.");
+        return TICKET_MALFORMED;
+    }
+    mac(key, text, (size_t)(dot - text), want);
+    if (CRYPTO_memcmp(given, want, TAG_LEN) != 0) {
+        set_err(err, errlen, "The API call's security ticket was not issued by this Cyclozzo installation.");
+        return TICKET_FORGED;
+    }
+    const char *p64 = text + PREFIX_LEN;
+    size_t n64 = (size_t)(dot - p64);
+    uint8_t payload[TICKET_MAX_LEN];
+    long n = b64url_decode(p64, n64, payload);
+    ticket_claims c;
+    if (n < 0 || decode_payload(payload, (size_t)n, &c) < 0) {
+        set_err(err, errlen, "The API call's security ticket is malformed.");
+        return TICKET_MALFORMED;
+    }
+    if (now_ms >= c.expires_ms) {
+        set_err(err, errlen, "The API call's security ticket expired %lld s ago.",
+                (long long)((now_ms - c.expires_ms) / 1000));
+        return TICKET_EXPIRED;
+    }
+    if (c.expires_ms - now_ms > (int64_t)TICKET_MAX_TTL_S * 1000 || c.expires_ms < c.issued_ms) {
+        set_err(err, errlen, "The API call's security ticket has an impossible lifetime.");
+        return TICKET_EXPIRED;
+    }
+    if (expect_app && strcmp(expect_app, c.app_id) != 0) {
+        set_err(err, errlen, "The API call's security ticket belongs to another application.");
+        return TICKET_WRONG_APP;
+    }
+    *out = c;
+    return TICKET_OK;
+}

@@ -1,0 +1,190 @@
+/* main.c - the `cyclozzo` command line.
+ *
+ *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]
+ *   cyclozzo --stop application (--dir DIR | --port PORT)
+ *   cyclozzo --status
+ *   cyclozzo --help | --version
+ *
+ * Flags follow the original Cyclozzo command line. Each command is a small
+ * function; the app daemon itself lives in serve.c. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/serve.h"
+#include "cli/state.h"
+#include "core/util.h"
+
+#define CYCLOZZO_VERSION "1.0.0-dev"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage:\n"
+        "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
+        "                               [--threads N]\n"
+        "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
+        "  cyclozzo --status\n"
+        "  cyclozzo --help | --version\n"
+        "\n"
+        "  --start application  validate DIR/app.yaml, prepare the app and serve it on\n"
+        "                       PORT (default host 127.0.0.1); returns once it answers\n"
+        "  --stop application   stop the app and every process it started\n"
+        "  --status             list running apps: dir, port, pid, instances, uptime\n"
+        "  --foreground         stay attached and log to the terminal\n"
+        "\n"
+        "Data and state live under $CYCLOZZO_HOME (default ~/.cyclozzo, or\n"
+        "/var/lib/cyclozzo for root).\n");
+}
+
+typedef struct {
+    const char *start, *stop, *dir, *host;
+    int port, status, foreground, threads;
+} cli_opts;
+
+static int need_value(int i, int argc, char **argv)
+{
+    if (i + 1 >= argc) {
+        fprintf(stderr, "cyclozzo: %s needs a value (see cyclozzo --help)\n", argv[i]);
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_int(const char *flag, const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 0 || v > INT_MAX) {
+        fprintf(stderr, "cyclozzo: %s takes a number, not \"%s\"\n", flag, s);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+static void print_status(const app_state *s, void *arg)
+{
+    (void)arg;
+    long up = (long)(time(NULL) - s->started);
+    char ups[32];
+    if (up >= 86400) snprintf(ups, sizeof ups, "%ldd%ldh", up / 86400, up % 86400 / 3600);
+    else if (up >= 3600) snprintf(ups, sizeof ups, "%ldh%ldm", up / 3600, up % 3600 / 60);
+    else if (up >= 60) snprintf(ups, sizeof ups, "%ldm%lds", up / 60, up % 60);
+    else snprintf(ups, sizeof ups, "%lds", up);
+    printf("%-16s %-6d %-8d %-9d %-8s %s\n", s->app, s->port, (int)s->pid, s->instances, ups, s->dir);
+}
+
+static int cmd_status(void)
+{
+    printf("%-16s %-6s %-8s %-9s %-8s %s\n", "APP", "PORT", "PID", "INSTANCES", "UPTIME", "DIR");
+    int n = state_each(print_status, NULL);
+    if (!n) printf("(no apps running)\n");
+    return 0;
+}
+
+typedef struct { const char *dir; int port; int found; } stop_find;
+
+static void find_dir(const app_state *s, void *arg)
+{
+    stop_find *f = arg;
+    if (!strcmp(s->dir, f->dir)) { f->port = s->port; f->found++; }
+}
+
+static int stop_port(int port)
+{
+    app_state s;
+    if (state_read_port(port, &s) < 0) {
+        fprintf(stderr, "cyclozzo: no app is running on port %d\n", port);
+        return 1;
+    }
+    if (kill(s.pid, SIGTERM) < 0) {
+        fprintf(stderr, "cyclozzo: cannot stop pid %d: %s\n", (int)s.pid, strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < 200; i++) {
+        if (kill(s.pid, 0) < 0 && errno == ESRCH) break;
+        usleep(50000);
+    }
+    if (kill(s.pid, 0) == 0) {
+        kill(s.pid, SIGKILL);
+        usleep(100000);
+    }
+    state_remove(port);
+    printf("cyclozzo: stopped %s on port %d\n", s.app, port);
+    return 0;
+}
+
+static int cmd_stop(const cli_opts *o)
+{
+    if (strcmp(o->stop, "application") != 0) {
+        fprintf(stderr, "cyclozzo: --stop takes \"application\", not \"%s\"\n", o->stop);
+        return 2;
+    }
+    if (o->port) return stop_port(o->port);
+    if (!o->dir) {
+        fprintf(stderr, "cyclozzo: --stop application needs --dir DIR or --port PORT\n");
+        return 2;
+    }
+    char abs[PATH_MAX];
+    stop_find f = {.dir = realpath(o->dir, abs) ? abs : o->dir};
+    state_each(find_dir, &f);
+    if (!f.found) {
+        fprintf(stderr, "cyclozzo: no app from %s is running\n", f.dir);
+        return 1;
+    }
+    /* Several ports may serve the same dir: stop them all. */
+    int rc = 0;
+    while (f.found) {
+        rc |= stop_port(f.port);
+        f.found = 0;
+        state_each(find_dir, &f);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts o = {.host = "127.0.0.1"};
+    if (argc < 2) { usage(stderr); return 2; }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--version")) { printf("cyclozzo %s\n", CYCLOZZO_VERSION); return 0; }
+        else if (!strcmp(a, "--status")) o.status = 1;
+        else if (!strcmp(a, "--foreground")) o.foreground = 1;
+        else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
+        else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
+        else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
+        else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
+        else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
+        else {
+            fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
+            return 2;
+        }
+    }
+    if (o.status) return cmd_status();
+    if (o.stop) return cmd_stop(&o);
+    if (o.start) {
+        if (strcmp(o.start, "application") != 0) {
+            fprintf(stderr, "cyclozzo: --start takes \"application\", not \"%s\"\n", o.start);
+            return 2;
+        }
+        if (!o.dir || !o.port) {
+            fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
+            return 2;
+        }
+        serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
+                         .threads = o.threads, .exe = "/proc/self/exe"};
+        return serve_app(&so);
+    }
+    usage(stderr);
+    return 2;
+}

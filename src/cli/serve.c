@@ -1,0 +1,278 @@
+/* serve.c - the daemon that runs one app. See serve.h.
+ *
+ * Start-up order: app.yaml (refuse before anything starts), state check (one
+ * app per port), virtualenv (progress on the terminal), detach, log file,
+ * API server, instance manager (first instance must answer), router, state
+ * file, "ready" to the CLI. The main thread then waits for SIGTERM/SIGINT
+ * while the router threads serve, refreshing the state file as the number of
+ * instances changes. */
+#include "cli/serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "api/api.h"
+#include "appcfg/appyaml.h"
+#include "cli/state.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "instance/manager.h"
+#include "router/router.h"
+
+/* Provided by modules that may not be linked in every build. */
+void api_register_all(api_server *srv, const char *home) __attribute__((weak));
+int venv_ensure(const char *home, const char *app_dir, char *venv_out, size_t venv_len,
+                char *err, size_t errlen) __attribute__((weak));
+
+typedef struct {
+    router *rt;
+    int rc;
+} router_thread_arg;
+
+static void *router_thread(void *arg)
+{
+    router_thread_arg *a = arg;
+    a->rc = router_run(a->rt);
+    return NULL;
+}
+
+static void report(int fd, const char *msg)
+{
+    if (fd < 0) return;
+    size_t n = strlen(msg);
+    ssize_t w = write(fd, msg, n);
+    (void)w;
+}
+
+static char *sibling_path(const char *exe, const char *name)
+{
+    char real[PATH_MAX];
+    if (!realpath(exe, real)) snprintf(real, sizeof real, "%s", exe);
+    char *d = xstrdup(real);
+    char *p = xasprintf("%s/%s", dirname(d), name);
+    free(d);
+    return p;
+}
+
+/* Runs the app until a stop signal. ready_fd gets "OK\n" or "ERR <reason>\n". */
+static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, const char *venv, int ready_fd)
+{
+    const char *home = cyclozzo_home();
+    const char *project = strchr(app_id, '~') + 1;
+    char err[2048] = "";
+    char hostport[128];
+    snprintf(hostport, sizeof hostport, "%s:%d", strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->port);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    api_server *api = NULL;
+    instmgr *im = NULL;
+    router *rt = NULL;
+    int rc = 1;
+
+    /* API server: every service, on a private loopback port. */
+    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
+    api = api_server_new(&ac, err, sizeof err);
+    if (!api) goto fail;
+    if (api_register_all) api_register_all(api, home);
+    if (api_server_start(api, err, sizeof err) < 0) goto fail;
+    log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
+
+    char *run_dir = xasprintf("%s/run/%s-%d", home, project, o->port);
+    char *pyrt = sibling_path(o->exe, "cyclozzo-pyrt");
+    instmgr_config ic = {
+        .cfg = cfg, .app_id = app_id, .project = project,
+        .version = cfg->version ? cfg->version : "1",
+        .run_dir = run_dir, .pyrt_path = pyrt, .venv = venv,
+        .api_host = "127.0.0.1", .api_port = api_server_port(api),
+        .default_hostname = hostport,
+        .min_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
+                         : cfg->scaling.min_instances > 0 ? cfg->scaling.min_instances : 1,
+        .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
+                         : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
+    };
+    /* Bind the port before starting instances, so a busy port fails fast. */
+    router_config rc_ = {
+        .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
+        .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
+    };
+    im = instmgr_new(&ic, err, sizeof err);
+    if (!im) goto fail_free;
+    rc_.im = im;
+    rt = router_new(&rc_, err, sizeof err);
+    if (!rt) goto fail_free;
+    if (instmgr_start(im, 120000, err, sizeof err) < 0) goto fail_free;
+
+    router_thread_arg rta = {.rt = rt};
+    pthread_t rth;
+    if (pthread_create(&rth, NULL, router_thread, &rta) != 0) { set_err(err, sizeof err, "cannot start the router"); goto fail_free; }
+
+    app_state st = {.pid = getpid(), .port = o->port, .started = wall_us() / 1000000,
+                    .instances = instmgr_count(im)};
+    snprintf(st.host, sizeof st.host, "%s", o->host);
+    snprintf(st.dir, sizeof st.dir, "%s", cfg->dir);
+    snprintf(st.app, sizeof st.app, "%s", project);
+    snprintf(st.log, sizeof st.log, "%s/logs/%s-%d.log", home, project, o->port);
+    state_write(&st);
+    log_info("serve", "app=%s msg=\"serving\" url=http://%s/ dir=%s", project, hostport, log_q(cfg->dir));
+    report(ready_fd, "OK\n");
+    if (ready_fd >= 0) close(ready_fd);
+
+    for (;;) {
+        struct timespec ts = {.tv_sec = 1};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+            log_info("serve", "app=%s msg=\"stopping\" signal=%d", project, sig);
+            break;
+        }
+        int n = instmgr_count(im);
+        if (n != st.instances) { st.instances = n; state_write(&st); }
+    }
+    router_stop(rt);
+    pthread_join(rth, NULL);
+    rc = 0;
+    state_remove(o->port);
+    router_free(rt);
+    instmgr_stop(im);
+    api_server_stop(api);
+    free(run_dir);
+    free(pyrt);
+    log_info("serve", "app=%s msg=\"stopped\"", project);
+    return rc;
+
+fail_free:
+    if (rt) router_free(rt);
+    if (im) instmgr_stop(im);
+    free(run_dir);
+    free(pyrt);
+fail:
+    if (api) api_server_stop(api);
+    log_error("serve", "app=%s msg=\"cannot start\" reason=%s", project, log_q(err));
+    if (ready_fd >= 0) {
+        char *m = xasprintf("ERR %s\n", err);
+        report(ready_fd, m);
+        free(m);
+        close(ready_fd);
+    }
+    return 1;
+}
+
+int serve_app(const serve_opts *o)
+{
+    char err[2048] = "";
+    char absdir[PATH_MAX];
+    if (!o->dir || !realpath(o->dir, absdir)) {
+        fprintf(stderr, "cyclozzo: app directory %s does not exist\n", o->dir ? o->dir : "(none)");
+        return 2;
+    }
+    if (o->port <= 0 || o->port > 65535) {
+        fprintf(stderr, "cyclozzo: --port must be between 1 and 65535\n");
+        return 2;
+    }
+    app_config *cfg = appcfg_load(absdir, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "cyclozzo: %s\n", err);
+        return 2;
+    }
+    app_state existing;
+    if (state_read_port(o->port, &existing) == 0) {
+        fprintf(stderr, "cyclozzo: port %d is already serving %s (pid %d); stop it first with "
+                "`cyclozzo --stop application --port %d`\n", o->port, existing.dir, (int)existing.pid, o->port);
+        appcfg_free(cfg);
+        return 1;
+    }
+    const char *home = cyclozzo_home();
+    if (mkdir_p(home, 0700) < 0) {
+        fprintf(stderr, "cyclozzo: cannot create CYCLOZZO_HOME %s: %s\n", home, strerror(errno));
+        appcfg_free(cfg);
+        return 1;
+    }
+    char *appname = cfg->application ? xstrdup(cfg->application) : xstrdup(basename(absdir));
+    char *app_id = xasprintf("dev~%s", appname);
+
+    /* Dependencies first, in the foreground, so progress is visible. */
+    char venv[PATH_MAX] = "";
+    if (venv_ensure && venv_ensure(home, absdir, venv, sizeof venv, err, sizeof err) < 0) {
+        fprintf(stderr, "cyclozzo: %s\n", err);
+        free(appname); free(app_id); appcfg_free(cfg);
+        return 1;
+    }
+
+    if (o->foreground) {
+        log_init(2, LOG_INFO);
+        int rc = run_daemon(o, cfg, app_id, venv, -1);
+        free(appname); free(app_id); appcfg_free(cfg);
+        return rc;
+    }
+
+    char *logdir = xasprintf("%s/logs", home);
+    char *logpath = xasprintf("%s/%s-%d.log", logdir, appname, o->port);
+    if (mkdir_p(logdir, 0700) < 0) {
+        fprintf(stderr, "cyclozzo: cannot create %s: %s\n", logdir, strerror(errno));
+        return 1;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) { perror("cyclozzo: pipe"); return 1; }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) { perror("cyclozzo: fork"); return 1; }
+    if (pid == 0) {
+        close(pfd[0]);
+        setsid();
+        if (fork() > 0) _exit(0);      /* the daemon is not a session leader */
+        int lfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int nfd = open("/dev/null", O_RDWR);
+        if (nfd >= 0) { dup2(nfd, 0); }
+        if (lfd >= 0) { dup2(lfd, 1); dup2(lfd, 2); close(lfd); }
+        if (nfd > 2) close(nfd);
+        if (chdir("/") < 0) _exit(1);
+        log_init(2, LOG_INFO);
+        _exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
+    }
+    close(pfd[1]);
+    waitpid(pid, NULL, 0);
+    char msg[4096];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(pfd[0], msg + got, sizeof msg - 1 - got);
+        if (r > 0) { got += (size_t)r; if (got >= sizeof msg - 1) break; continue; }
+        if (r < 0 && errno == EINTR) continue;
+        break;
+    }
+    close(pfd[0]);
+    msg[got] = 0;
+    int rc;
+    if (strncmp(msg, "OK", 2) == 0) {
+        printf("cyclozzo: %s serving on http://%s:%d/ (log: %s)\n", appname,
+               strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->port, logpath);
+        rc = 0;
+    } else if (strncmp(msg, "ERR ", 4) == 0) {
+        size_t l = strlen(msg);
+        if (l && msg[l - 1] == '\n') msg[l - 1] = 0;
+        fprintf(stderr, "cyclozzo: cannot start %s: %s\n(log: %s)\n", appname, msg + 4, logpath);
+        rc = 1;
+    } else {
+        fprintf(stderr, "cyclozzo: the daemon for %s stopped before it was ready; see its log %s\n", appname, logpath);
+        rc = 1;
+    }
+    free(logdir); free(logpath); free(appname); free(app_id); appcfg_free(cfg);
+    return rc;
+}

@@ -1,0 +1,24 @@
+/* serve.h - run one app: the Cyclozzo daemon for `--start application`.
+ *
+ * serve_app() loads and validates app.yaml, prepares the app's virtualenv,
+ * then (unless foreground) detaches into the background. The daemon starts
+ * the API server (all services), the instance manager and the router, and
+ * reports readiness to the waiting CLI through a pipe only once the first
+ * instance answers and the router listens; the CLI then exits 0, or non-zero
+ * with the daemon's one-sentence reason. SIGTERM/SIGINT stop everything. */
+#ifndef CZ_SERVE_H
+#define CZ_SERVE_H
+
+typedef struct {
+    const char *dir;
+    const char *host;
+    int port;
+    int foreground;
+    int threads;        /* router threads, 0 = CPUs */
+    const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
+} serve_opts;
+
+/* Returns the process exit status for the CLI. */
+int serve_app(const serve_opts *o);
+
+#endif

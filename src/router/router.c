@@ -1,0 +1,715 @@
+/* router.c - the router's threads, event loop, client connections and
+ * request dispatch. See router.h.
+ *
+ * Each thread owns an epoll instance (edge-triggered), one SO_REUSEPORT
+ * listening socket, its client connections and its idle upstream
+ * connections, so threads share nothing but the instance manager's atomics.
+ * A client connection moves through CS_HEAD -> (CS_BODY) -> CS_SEND or
+ * CS_QUEUED/CS_PROXY -> back to CS_HEAD (keep-alive, pipelined input is
+ * parsed from what is already buffered) or closed. can_read/can_write
+ * remember edge-triggered readiness, so reading pauses while a response is
+ * in flight (bounded buffering) and resumes without a new event. */
+#include "router/router_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define HEAD_TIMEOUT_US   (20LL * 1000000)
+#define IDLE_TIMEOUT_US   (60LL * 1000000)
+#define BODY_TIMEOUT_US   (30LL * 1000000)
+#define READ_CHUNK        16384
+
+static int conn_progress(rconn *c);
+
+void thread_date(rthread *t)
+{
+    int64_t s = wall_us() / 1000000;
+    if (s == t->date_sec) return;
+    t->date_sec = s;
+    char d[32];
+    http_format_date(s, d);
+    snprintf(t->date, sizeof t->date, "Date: %s\r\n", d);
+}
+
+static void reset_request(rconn *c)
+{
+    free(c->path);
+    c->path = NULL;
+    c->method[0] = 0;
+    c->is_head = 0;
+    c->handler = -1;
+    c->status = 0;
+    c->bytes_out = 0;
+    c->instance_id = 0;
+    c->discard_body = 0;
+    c->body_chunked = 0;
+    c->body_left = 0;
+    memset(&c->ck, 0, sizeof c->ck);
+    c->body_len = 0;
+    c->expect_continue = 0;
+    c->retried = 0;
+    buf_reset(&c->upreq);
+    buf_reset(&c->upbody);
+    if (c->file_fd >= 0) { close(c->file_fd); c->file_fd = -1; }
+    c->file_off = c->file_end = 0;
+    c->head_start_us = 0;
+}
+
+void conn_close(rconn *c)
+{
+    rthread *t = c->t;
+    if (c->up) proxy_abort(c);
+    if (c->state == CS_QUEUED) {
+        rconn **pp = &t->q_head, *prev = NULL;
+        while (*pp && *pp != c) { prev = *pp; pp = &(*pp)->qnext; }
+        if (*pp) { *pp = c->qnext; if (t->q_tail == c) t->q_tail = prev; }
+    }
+    if (c->prev) c->prev->next = c->next; else t->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    t->nconns--;
+    close(c->fd);
+    reset_request(c);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->upreq);
+    buf_free(&c->upbody);
+    free(c);
+}
+
+static void access_log(rconn *c)
+{
+    rthread *t = c->t;
+    if (!c->method[0]) return;
+    double ms = (double)(now_us() - c->req_start_us) / 1000.0;
+    const char *tilde = strchr(t->r->c.app_id, '~');
+    /* Same shape as log.h lines; buffered per thread and flushed each loop turn. */
+    char ts[64];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now.tv_nsec / 1000000));
+    buf_printf(&t->alog, "ts=%s level=info comp=access app=%s request_id=%s method=%s path=%s status=%d "
+               "bytes=%llu latency_ms=%.3f instance=%d\n",
+               ts, tilde ? tilde + 1 : t->r->c.app_id, c->log_id, c->method, log_q(c->path), c->status,
+               (unsigned long long)c->bytes_out, ms, c->instance_id);
+    if (buf_unread(&t->alog) > 32768) {
+        ssize_t w = write(2, buf_rp(&t->alog), buf_unread(&t->alog));
+        (void)w;
+        buf_reset(&t->alog);
+    }
+}
+
+static void flush_access_log(rthread *t)
+{
+    if (!buf_unread(&t->alog)) return;
+    ssize_t w = write(2, buf_rp(&t->alog), buf_unread(&t->alog));
+    (void)w;
+    buf_reset(&t->alog);
+}
+
+/* A response (static, error or proxied) was completely written.
+ * Returns -1 when the connection was closed (c is freed). */
+static int conn_response_done(rconn *c)
+{
+    access_log(c);
+    int close_it = c->close_after || !c->keep_alive;
+    reset_request(c);
+    c->state = CS_HEAD;
+    if (close_it) {
+        shutdown(c->fd, SHUT_WR);
+        conn_close(c);
+        return -1;
+    }
+    buf_compact(&c->in);
+    return 0;
+}
+
+void conn_send_error(rconn *c, int status, const char *detail)
+{
+    rthread *t = c->t;
+    thread_date(t);
+    c->status = status;
+    char body[512];
+    int bl = snprintf(body, sizeof body,
+                      "<!DOCTYPE html>\n<html><head><title>%d %s</title></head><body><h1>%d %s</h1>%s%s%s</body></html>\n",
+                      status, http_reason(status), status, http_reason(status),
+                      detail ? "<p>" : "", detail ? detail : "", detail ? "</p>" : "");
+    if (status >= 400 && status != 404 && status != 401 && status != 403 && status != 405) c->close_after = 1;
+    buf_reset(&c->out);
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nServer: Cyclozzo\r\n%sContent-Type: text/html; charset=utf-8\r\n"
+               "Content-Length: %d\r\n%s\r\n", status, http_reason(status), t->date, bl,
+               c->close_after || !c->keep_alive ? "Connection: close\r\n" : "");
+    if (!c->is_head) buf_append(&c->out, body, (size_t)bl);
+    c->bytes_out = buf_unread(&c->out);
+    if (c->file_fd >= 0) { close(c->file_fd); c->file_fd = -1; }
+    c->state = CS_SEND;
+}
+
+void conn_start_send(rconn *c) { c->state = CS_SEND; }
+
+/* Write what is pending: out buffer, then the static file. 1 = all written,
+ * 0 = would block, -1 = connection failed (closed by caller). */
+static int conn_flush(rconn *c)
+{
+    while (buf_unread(&c->out)) {
+        if (!c->can_write) return 0;
+        ssize_t w = send(c->fd, buf_rp(&c->out), buf_unread(&c->out), MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN) { c->can_write = 0; return 0; }
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        buf_consume(&c->out, (size_t)w);
+        c->last_io_us = now_us();
+    }
+    while (c->file_fd >= 0 && c->file_off < c->file_end) {
+        if (!c->can_write) return 0;
+        size_t n = (size_t)(c->file_end - c->file_off);
+        if (n > (1 << 20)) n = 1 << 20;
+        ssize_t w = sendfile(c->fd, c->file_fd, &c->file_off, n);
+        if (w < 0) {
+            if (errno == EAGAIN) { c->can_write = 0; return 0; }
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) return -1;   /* file shrank under us */
+        c->last_io_us = now_us();
+    }
+    return 1;
+}
+
+/* Read more from the client into c->in. 1 = got bytes, 0 = would block,
+ * -1 = EOF or error. */
+static int conn_read(rconn *c)
+{
+    if (!c->can_read) return 0;
+    buf_reserve(&c->in, READ_CHUNK);
+    ssize_t r = recv(c->fd, buf_wp(&c->in), buf_room(&c->in), 0);
+    if (r > 0) { c->in.len += (size_t)r; c->last_io_us = now_us(); return 1; }
+    if (r == 0) { c->eof = 1; return -1; }
+    if (errno == EAGAIN) { c->can_read = 0; return 0; }
+    if (errno == EINTR) return 1;
+    return -1;
+}
+
+static int is_stripped_header(const http_header *h)
+{
+    if (h->name_len >= 11 && strncasecmp(h->name, "x-appengine", 11) == 0) return 1;
+    if (h->name_len >= 10 && strncasecmp(h->name, "x-cyclozzo", 10) == 0) return 1;
+    static const char *hop[] = {"connection", "keep-alive", "te", "transfer-encoding", "upgrade",
+                                "proxy-connection", "content-length", "expect", "x-google-apps-metadata",
+                                "x-cloud-trace-context", "x-forwarded-for", "x-forwarded-proto", NULL};
+    for (int i = 0; hop[i]; i++)
+        if (strn_case_eq(h->name, h->name_len, hop[i])) return 1;
+    return 0;
+}
+
+/* Build the head the instance sees: the client's request without hop-by-hop
+ * and X-AppEngine-* headers, plus App Engine's headers. */
+static int build_upstream_head(rconn *c, const http_request *req, const app_handler *h)
+{
+    rthread *t = c->t;
+    router *r = t->r;
+    buf *b = &c->upreq;
+    buf_reset(b);
+    buf_append(b, req->method, req->method_len);
+    buf_putc(b, ' ');
+    buf_append(b, req->target, req->target_len);
+    buf_puts(b, " HTTP/1.1\r\n");
+    const char *xff = NULL;
+    size_t xff_len = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const http_header *hd = &req->headers[i];
+        if (strn_case_eq(hd->name, hd->name_len, "x-forwarded-for")) { xff = hd->value; xff_len = hd->value_len; }
+        if (is_stripped_header(hd)) continue;
+        buf_append(b, hd->name, hd->name_len);
+        buf_puts(b, ": ");
+        buf_append(b, hd->value, hd->value_len);
+        buf_puts(b, "\r\n");
+    }
+    if (!req->host) buf_printf(b, "Host: %s\r\n", r->c.default_hostname);
+
+    char ip[64] = "127.0.0.1";
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+        else if (ss.ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+    }
+    if (xff) buf_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, ip);
+    else buf_printf(b, "X-Forwarded-For: %s\r\n", ip);
+    buf_puts(b, "X-Forwarded-Proto: http\r\n");
+    buf_printf(b, "X-AppEngine-Request-Log-Id: %s\r\n", c->log_id);
+    buf_printf(b, "X-AppEngine-Default-Version-Hostname: %s\r\n", r->c.default_hostname);
+    buf_puts(b, "X-AppEngine-Country: ZZ\r\nX-AppEngine-Region: zz\r\nX-AppEngine-City: ?\r\n");
+    buf_puts(b, "X-AppEngine-Https: off\r\n");
+    buf_printf(b, "X-AppEngine-User-IP: %s\r\n", ip);
+    if (r->c.mint_ticket) {
+        router_reqinfo ri = {.request_log_id = c->log_id, .user_email = "", .user_id = "",
+                             .user_is_admin = 0, .deadline_s = r->c.deadline_s};
+        char ticket[1024];
+        if (r->c.mint_ticket(r->c.mint_arg, &ri, ticket, sizeof ticket) == 0)
+            buf_printf(b, "X-AppEngine-Api-Ticket: %s\r\n", ticket);
+    }
+    const char *script = h && h->script ? h->script : "auto";
+    buf_printf(b, "X-Cyclozzo-Script: %s\r\nX-Cyclozzo-Deadline: %d\r\n", script, r->c.deadline_s);
+    return 0;
+}
+
+static void make_log_id(rconn *c)
+{
+    rthread *t = c->t;
+    t->seq++;
+    snprintf(c->log_id, sizeof c->log_id, "%013llx%02x%08llx", (unsigned long long)(wall_us()),
+             t->idx & 0xff, (unsigned long long)(t->seq & 0xffffffffULL));
+}
+
+static void redirect_login(rconn *c, const http_request *req, const app_handler *h)
+{
+    rthread *t = c->t;
+    if (h->auth_fail == AUTH_FAIL_UNAUTHORIZED) {
+        conn_send_error(c, 401, "Login required to view this page.");
+        return;
+    }
+    /* continue=<absolute URL of this request>, percent-encoded. */
+    char url[8192];
+    int n = snprintf(url, sizeof url, "http://%.*s%.*s", req->host ? (int)req->host_len : (int)strlen(t->r->c.default_hostname),
+                     req->host ? req->host : t->r->c.default_hostname, (int)req->target_len, req->target);
+    if (n < 0 || n >= (int)sizeof url) { conn_send_error(c, 414, NULL); return; }
+    buf loc = BUF_INIT;
+    buf_puts(&loc, "/_ah/login?continue=");
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p))
+            buf_putc(&loc, (char)*p);
+        else { buf_putc(&loc, '%'); buf_putc(&loc, hex[*p >> 4]); buf_putc(&loc, hex[*p & 15]); }
+    }
+    thread_date(t);
+    c->status = 302;
+    buf_reset(&c->out);
+    buf_printf(&c->out, "HTTP/1.1 302 Found\r\nServer: Cyclozzo\r\n%sLocation: %s\r\nContent-Length: 0\r\n%s\r\n",
+               t->date, buf_cstr(&loc), c->keep_alive ? "" : "Connection: close\r\n");
+    c->bytes_out = buf_unread(&c->out);
+    buf_free(&loc);
+    c->state = CS_SEND;
+}
+
+/* A complete head is in c->in: route it. */
+static void on_head(rconn *c, const http_request *req)
+{
+    router *r = c->t->r;
+    size_t ml = req->method_len < sizeof c->method - 1 ? req->method_len : sizeof c->method - 1;
+    memcpy(c->method, req->method, ml);
+    c->method[ml] = 0;
+    c->path = xstrndup(req->target, req->target_len);
+    c->is_head = strn_case_eq(req->method, req->method_len, "HEAD");
+    c->version_minor = req->version_minor;
+    c->keep_alive = req->keep_alive;
+    c->req_start_us = now_us();
+    make_log_id(c);
+
+    if (req->chunked) { c->body_chunked = 1; memset(&c->ck, 0, sizeof c->ck); }
+    else c->body_left = req->content_length > 0 ? req->content_length : 0;
+
+    if (req->version_minor == 1 && !req->host) { c->discard_body = 1; conn_send_error(c, 400, "Missing Host header."); return; }
+    if ((size_t)(req->content_length > 0 ? req->content_length : 0) > r->c.max_body) {
+        c->close_after = 1;
+        conn_send_error(c, 413, "The request body is larger than 32 MiB.");
+        return;
+    }
+    char *dpath = xmalloc(req->path_len + 1);
+    long dl = http_url_decode(req->path, req->path_len, dpath);
+    if (dl < 0 || req->path_len == 0 || req->path[0] != '/') {
+        free(dpath);
+        c->close_after = 1;
+        conn_send_error(c, 400, "Malformed request path.");
+        return;
+    }
+    app_match m;
+    if (!appcfg_match(r->c.cfg, dpath, (size_t)dl, &m)) {
+        free(dpath);
+        c->discard_body = 1;
+        conn_send_error(c, 404, "The requested URL was not found on this server.");
+        return;
+    }
+    const app_handler *h = m.handler;
+    c->handler = m.index;
+    if (h->login != LOGIN_OPTIONAL) {
+        /* No user session exists yet: every protected handler asks for a login. */
+        free(dpath);
+        c->discard_body = 1;
+        redirect_login(c, req, h);
+        return;
+    }
+    if (h->kind != HANDLER_SCRIPT) {
+        static_serve(c, &m, req);
+        free(dpath);
+        c->discard_body = 1;
+        return;
+    }
+    free(dpath);
+    build_upstream_head(c, req, h);
+    c->expect_continue = req->expect_continue;
+    if (c->expect_continue && (c->body_chunked || c->body_left > 0))
+        buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    c->state = CS_BODY;
+}
+
+/* Consume body bytes from c->in. 1 = body complete, 0 = need more, -1 = error response queued. */
+static int read_body(rconn *c)
+{
+    router *r = c->t->r;
+    buf *dst = c->discard_body ? NULL : &c->upbody;
+    if (!c->body_chunked) {
+        size_t n = buf_unread(&c->in);
+        if ((int64_t)n > c->body_left) n = (size_t)c->body_left;
+        if (dst) buf_append(dst, buf_rp(&c->in), n);
+        buf_consume(&c->in, n);
+        c->body_left -= (int64_t)n;
+        c->body_len += n;
+        return c->body_left == 0;
+    }
+    for (;;) {
+        size_t used = 0;
+        const char *data;
+        size_t dlen;
+        int k = http_chunked_feed(&c->ck, buf_rp(&c->in), buf_unread(&c->in), &used, &data, &dlen);
+        if (k == HTTP_CHUNK_DATA) {
+            c->body_len += dlen;
+            if (c->body_len > r->c.max_body) {
+                buf_consume(&c->in, used);
+                c->close_after = 1;
+                conn_send_error(c, 413, "The request body is larger than 32 MiB.");
+                return -1;
+            }
+            if (dst) buf_append(dst, data, dlen);
+            buf_consume(&c->in, used);
+            continue;
+        }
+        buf_consume(&c->in, used);
+        if (k == HTTP_CHUNK_DONE) return 1;
+        if (k == HTTP_INCOMPLETE) return 0;
+        c->close_after = 1;
+        conn_send_error(c, 400, "Malformed chunked request body.");
+        return -1;
+    }
+}
+
+static void body_complete(rconn *c)
+{
+    if (c->discard_body) { c->state = CS_SEND; return; }
+    buf_printf(&c->upreq, "Content-Length: %zu\r\n\r\n", buf_unread(&c->upbody));
+    proxy_dispatch(c);
+}
+
+/* Drive a client connection as far as it can go without blocking.
+ * Returns -1 if the connection was closed (c is freed). */
+static int conn_progress(rconn *c)
+{
+    for (;;) {
+        /* Output first. */
+        if (buf_unread(&c->out) || c->file_fd >= 0) {
+            int f = conn_flush(c);
+            if (f < 0) { conn_close(c); return -1; }
+            if (f == 0) {
+                if (c->state != CS_BODY && c->state != CS_HEAD) return 0;
+            }
+            if (f == 1 && c->state == CS_PROXY) proxy_client_drained(c);
+        }
+        if (c->state == CS_SEND && !buf_unread(&c->out) && (c->file_fd < 0 || c->file_off >= c->file_end)) {
+            if (conn_response_done(c) < 0) return -1;
+            continue;
+        }
+        if (c->state == CS_PROXY || c->state == CS_QUEUED) {
+            if (c->eof) { conn_close(c); return -1; }
+            return 0;
+        }
+        if (c->state == CS_SEND) return 0;
+        if (c->state == CS_HEAD) {
+            if (buf_unread(&c->in)) {
+                if (!c->head_start_us) c->head_start_us = now_us();
+                http_request req;
+                int k = http_parse_request(buf_rp(&c->in), buf_unread(&c->in), &req, NULL);
+                if (k == HTTP_OK) {
+                    size_t hl = req.head_len;
+                    on_head(c, &req);
+                    buf_consume(&c->in, hl);
+                    if (c->state == CS_SEND && !c->discard_body) continue;
+                    if (c->state == CS_SEND && c->discard_body) {
+                        /* A response is ready; the body (if any) must still be read. */
+                        if (c->body_chunked || c->body_left > 0) { c->state = CS_BODY; }
+                        continue;
+                    }
+                    continue;
+                }
+                if (k < 0) {
+                    int st = -k;
+                    c->req_start_us = now_us();
+                    make_log_id(c);
+                    snprintf(c->method, sizeof c->method, "-");
+                    c->path = xstrdup("-");
+                    c->close_after = 1;
+                    c->keep_alive = 0;
+                    conn_send_error(c, st, st == 400 ? "Malformed request." : NULL);
+                    buf_reset(&c->in);
+                    c->can_read = 0;
+                    continue;
+                }
+            }
+            int rr = conn_read(c);
+            if (rr < 0) {
+                if (!buf_unread(&c->out)) { conn_close(c); return -1; }
+                return 0;
+            }
+            if (rr == 0) return 0;
+            continue;
+        }
+        if (c->state == CS_BODY) {
+            int k = read_body(c);
+            if (k < 0) continue;
+            if (k == 1) {
+                if (c->discard_body) {
+                    /* The response was already prepared (static or error). */
+                    c->state = CS_SEND;
+                    continue;
+                }
+                body_complete(c);
+                continue;
+            }
+            if (c->close_after && !buf_unread(&c->out)) { conn_close(c); return -1; }
+            int rr = conn_read(c);
+            if (rr < 0) { conn_close(c); return -1; }
+            if (rr == 0) return 0;
+            continue;
+        }
+        return 0;
+    }
+}
+
+/* Entry point from the event loop and from proxy.c: -1 if c was closed. */
+int conn_kick(rconn *c) { return conn_progress(c); }
+
+static void accept_all(rthread *t)
+{
+    for (;;) {
+        int fd = accept4(t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("router", "msg=\"out of file descriptors; connection left in backlog\" conns=%d", t->nconns);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        rconn *c = xcalloc(1, sizeof *c);
+        c->kind = EV_CLIENT;
+        c->fd = fd;
+        c->t = t;
+        c->file_fd = -1;
+        c->handler = -1;
+        c->keep_alive = 1;
+        c->last_io_us = now_us();
+        c->next = t->conns;
+        if (t->conns) t->conns->prev = c;
+        t->conns = c;
+        t->nconns++;
+        struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+        if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) { conn_close(c); continue; }
+    }
+}
+
+static void check_timeouts(rthread *t, int64_t now)
+{
+    rconn *c = t->conns;
+    while (c) {
+        rconn *next = c->next;
+        if (c->state == CS_HEAD) {
+            if (c->head_start_us && now - c->head_start_us > HEAD_TIMEOUT_US) {
+                c->req_start_us = now;
+                make_log_id(c);
+                snprintf(c->method, sizeof c->method, "-");
+                c->path = xstrdup("-");
+                c->close_after = 1;
+                conn_send_error(c, 408, NULL);
+                c->can_write = 1;
+                conn_kick(c);
+            } else if (!c->head_start_us && !buf_unread(&c->out) && now - c->last_io_us > IDLE_TIMEOUT_US) {
+                conn_close(c);
+            }
+        } else if (c->state == CS_BODY && now - c->last_io_us > BODY_TIMEOUT_US) {
+            c->close_after = 1;
+            conn_send_error(c, 408, NULL);
+            c->can_write = 1;
+            conn_kick(c);
+        } else if (c->state == CS_SEND && now - c->last_io_us > IDLE_TIMEOUT_US) {
+            conn_close(c);
+        }
+        c = next;
+    }
+    proxy_reap_idle(t, now);
+    proxy_retry_queue(t);
+}
+
+static void *thread_main(void *arg)
+{
+    rthread *t = arg;
+    router *r = t->r;
+    sigset_t block;
+    sigfillset(&block);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    struct epoll_event evs[256];
+    int64_t last_tick = now_us();
+    while (!r->stopping) {
+        int n = epoll_wait(t->epfd, evs, 256, 250);
+        for (int i = 0; i < n; i++) {
+            int kind = *(int *)evs[i].data.ptr;
+            uint32_t ev = evs[i].events;
+            if (kind == EV_LISTEN) accept_all(t);
+            else if (kind == EV_WAKE) { uint64_t v; ssize_t rr = read(t->wake_fd, &v, sizeof v); (void)rr; }
+            else if (kind == EV_CLIENT) {
+                rconn *c = evs[i].data.ptr;
+                if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->can_read = 1;
+                if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->can_write = 1;
+                conn_kick(c);
+            } else if (kind == EV_UP) {
+                proxy_on_event(evs[i].data.ptr, ev);
+            }
+        }
+        int64_t now = now_us();
+        if (t->q_head) proxy_retry_queue(t);
+        if (now - last_tick > 1000000) { last_tick = now; check_timeouts(t, now); }
+        flush_access_log(t);
+    }
+    return NULL;
+}
+
+router *router_new(const router_config *c, char *err, size_t errlen)
+{
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    router *r = xcalloc(1, sizeof *r);
+    r->c = *c;
+    if (!r->c.deadline_s) r->c.deadline_s = 60;
+    if (!r->c.max_body) r->c.max_body = 32u << 20;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    r->nthreads = c->threads > 0 ? c->threads : (int)(cpus > 0 ? cpus : 1);
+    r->threads = xcalloc((size_t)r->nthreads, sizeof *r->threads);
+    r->appdir_fd = open(c->cfg->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (r->appdir_fd < 0) {
+        set_err(err, errlen, "cannot open the app directory %s: %s", c->cfg->dir, strerror(errno));
+        free(r->threads);
+        free(r);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    const char *host = c->host && *c->host ? c->host : "127.0.0.1";
+    if (strchr(host, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)c->port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) { set_err(err, errlen, "bad listen address %s", host); goto fail; }
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)c->port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) { set_err(err, errlen, "bad listen address %s (use an IP address)", host); goto fail; }
+        sl = sizeof *a;
+    }
+    for (int i = 0; i < r->nthreads; i++) {
+        rthread *t = &r->threads[i];
+        t->r = r;
+        t->idx = i;
+        t->listen_fd = t->epfd = t->wake_fd = -1;
+    }
+    for (int i = 0; i < r->nthreads; i++) {
+        rthread *t = &r->threads[i];
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+            set_err(err, errlen, "cannot listen on %s:%d: %s", host, c->port, strerror(errno));
+            if (fd >= 0) close(fd);
+            goto fail;
+        }
+        if (listen(fd, 65535) < 0) {
+            set_err(err, errlen, "cannot listen on %s:%d: %s", host, c->port, strerror(errno));
+            close(fd);
+            goto fail;
+        }
+        t->listen_fd = fd;
+        t->epfd = epoll_create1(EPOLL_CLOEXEC);
+        t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        static int listen_tag = EV_LISTEN, wake_tag = EV_WAKE;
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
+        epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e);
+        struct epoll_event w = {.events = EPOLLIN, .data.ptr = &wake_tag};
+        epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &w);
+    }
+    return r;
+fail:
+    router_free(r);
+    return NULL;
+}
+
+int router_run(router *r)
+{
+    for (int i = 0; i < r->nthreads; i++)
+        if (pthread_create(&r->threads[i].th, NULL, thread_main, &r->threads[i]) != 0) {
+            r->stopping = 1;
+            for (int j = 0; j < i; j++) pthread_join(r->threads[j].th, NULL);
+            return -1;
+        }
+    for (int i = 0; i < r->nthreads; i++) pthread_join(r->threads[i].th, NULL);
+    return 0;
+}
+
+void router_stop(router *r)
+{
+    r->stopping = 1;
+    for (int i = 0; i < r->nthreads; i++) {
+        uint64_t one = 1;
+        if (r->threads[i].wake_fd >= 0) { ssize_t w = write(r->threads[i].wake_fd, &one, sizeof one); (void)w; }
+    }
+}
+
+void router_free(router *r)
+{
+    if (!r) return;
+    for (int i = 0; i < r->nthreads; i++) {
+        rthread *t = &r->threads[i];
+        while (t->conns) conn_close(t->conns);
+        proxy_free_idle(t);
+        flush_access_log(t);
+        buf_free(&t->alog);
+        if (t->listen_fd >= 0) close(t->listen_fd);
+        if (t->epfd >= 0) close(t->epfd);
+        if (t->wake_fd >= 0) close(t->wake_fd);
+    }
+    if (r->appdir_fd >= 0) close(r->appdir_fd);
+    free(r->threads);
+    free(r);
+}
+

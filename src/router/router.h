@@ -1,0 +1,57 @@
+/* router.h - Cyclozzo's HTTP/1.1 front end for one app.
+ *
+ * The router accepts client connections, parses requests (src/http), matches
+ * them to app.yaml handlers in order, serves static handlers itself
+ * (sendfile, ETag/Last-Modified/304, Range, Cache-Control from expiration,
+ * http_headers) and proxies script handlers to instances (instance manager),
+ * adding App Engine's X-AppEngine-* headers and stripping any a client sent.
+ * It runs N threads, each an independent epoll loop with its own SO_REUSEPORT
+ * listening socket, connections, and idle upstream connections. One access
+ * log line per request.
+ *
+ * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413);
+ * a head must arrive within 20 s, idle keep-alive connections close after
+ * 60 s, a stalled body read after 30 s. Malformed requests get 400 and the
+ * connection is closed. */
+#ifndef CZ_ROUTER_H
+#define CZ_ROUTER_H
+
+#include <stddef.h>
+#include "appcfg/appyaml.h"
+#include "instance/manager.h"
+
+typedef struct router router;
+
+/* What the router knows about the request when it asks for a ticket. */
+typedef struct {
+    const char *request_log_id;
+    const char *user_email;      /* "" when none */
+    const char *user_id;
+    int user_is_admin;
+    int deadline_s;
+} router_reqinfo;
+
+typedef struct {
+    const app_config *cfg;
+    instmgr *im;
+    const char *host;            /* listen address */
+    int port;
+    int threads;                 /* 0 = number of CPUs */
+    const char *app_id;          /* "dev~guestbook" */
+    const char *default_hostname;/* "127.0.0.1:8080" */
+    int deadline_s;              /* request deadline, default 60 */
+    size_t max_body;             /* default 32 MiB */
+    /* Mints the API ticket for a request into out; returns 0 or -1. */
+    int (*mint_ticket)(void *arg, const router_reqinfo *ri, char *out, size_t outlen);
+    void *mint_arg;
+} router_config;
+
+/* Binds the listening sockets (so a busy port fails here, with a sentence). */
+router *router_new(const router_config *c, char *err, size_t errlen);
+/* Runs the router threads; returns after router_stop(). */
+int  router_run(router *r);
+/* Asks the threads to stop; safe from a signal handler. */
+void router_stop(router *r);
+void router_free(router *r);
+
+#endif

@@ -1,0 +1,136 @@
+/* router_int.h - internals shared by router.c (event loop, client
+ * connections, dispatch), static.c (static handlers) and proxy.c (upstream
+ * connections to instances). Not part of the router's public interface. */
+#ifndef CZ_ROUTER_INT_H
+#define CZ_ROUTER_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "core/buf.h"
+#include "http/http.h"
+#include "router/router.h"
+
+enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE };
+
+enum {
+    CS_HEAD = 0,     /* reading a request head */
+    CS_BODY,         /* reading a request body (to forward or to discard) */
+    CS_QUEUED,       /* body read; waiting for a free instance */
+    CS_PROXY,        /* request on an upstream; relaying its response */
+    CS_SEND,         /* writing a response the router made (out + file) */
+};
+
+typedef struct rthread rthread;
+typedef struct upconn upconn;
+
+typedef struct rconn {
+    int kind;                      /* EV_CLIENT */
+    int fd;
+    rthread *t;
+    struct rconn *prev, *next;     /* all connections of the thread (timeouts) */
+    struct rconn *qnext;           /* queue of requests waiting for an instance */
+    int state;
+    int can_read, can_write, eof;
+    buf in, out;
+    int64_t last_io_us;
+    int64_t head_start_us;         /* first byte of the current head */
+
+    /* current request */
+    char method[16];
+    char *path;                    /* raw path (malloc'ed), for the log */
+    int is_head;
+    int version_minor;
+    int keep_alive;                /* client wants keep-alive */
+    int close_after;               /* close once this response is written */
+    int64_t req_start_us;
+    char log_id[40];
+    int handler;                   /* handler index, -1 none */
+    int status;
+    uint64_t bytes_out;
+    int instance_id;
+
+    /* request body */
+    int discard_body;              /* read the body and drop it (static, errors) */
+    int body_chunked;
+    int64_t body_left;             /* for Content-Length bodies */
+    http_chunked ck;
+    size_t body_len;
+    buf upreq;                     /* head for the instance (then Content-Length) */
+    buf upbody;                    /* body for the instance */
+    int expect_continue;
+
+    /* static file */
+    int file_fd;
+    off_t file_off, file_end;
+
+    /* proxy */
+    upconn *up;
+    int retried;
+} rconn;
+
+struct upconn {
+    int kind;                      /* EV_UP */
+    int fd;
+    rthread *t;
+    struct instance *inst;
+    unsigned generation;
+    int can_read, can_write, connected;
+    int reused;                    /* taken from the idle pool */
+    upconn *next_idle;
+    rconn *c;                      /* client being served, NULL when idle */
+    buf in;                        /* response head (then unparsed body bytes) */
+    size_t sent;                   /* bytes of c->upreq + c->upbody written */
+    int head_done;
+    int framing;                   /* 0 length, 1 chunked, 2 until close, 3 none */
+    int64_t left;
+    http_chunked ck;
+    int rechunk;                   /* re-encode body as chunked for the client */
+    int64_t idle_since_us;
+};
+
+struct rthread {
+    router *r;
+    int idx;
+    int epfd;
+    int listen_fd;
+    int wake_fd;
+    pthread_t th;
+    rconn *conns;                  /* list head */
+    int nconns;
+    rconn *q_head, *q_tail;        /* waiting for an instance */
+    upconn *idle;                  /* idle upstream connections */
+    char date[40];                 /* "Date: ...\r\n" for this second */
+    int64_t date_sec;
+    uint64_t seq;
+    buf alog;                      /* access log lines, flushed once per loop turn */
+};
+
+struct router {
+    router_config c;
+    int nthreads;
+    rthread *threads;
+    int appdir_fd;                 /* O_PATH descriptor of the app directory */
+    volatile int stopping;
+};
+
+/* router.c */
+void conn_send_error(rconn *c, int status, const char *detail);
+void conn_start_send(rconn *c);
+void conn_close(rconn *c);
+int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
+void thread_date(rthread *t);
+
+/* static.c: build the response for a static handler into c->out (+ file). */
+void static_serve(rconn *c, const app_match *m, const http_request *req);
+
+/* proxy.c */
+void proxy_dispatch(rconn *c);           /* c->upreq ready: find an instance and send */
+void proxy_on_event(upconn *u, uint32_t events);
+void proxy_client_drained(rconn *c);     /* client out buffer has room again */
+void proxy_abort(rconn *c);              /* client went away mid-request */
+void proxy_retry_queue(rthread *t);
+void proxy_reap_idle(rthread *t, int64_t now);
+void proxy_free_idle(rthread *t);
+
+#endif
