@@ -425,7 +425,7 @@ http {{
 # --------------------------------------------------------------------------
 # The stacks
 
-def start_cyclozzo(r, cpus, timeout):
+def start_cyclozzo(r, cpus, threads, timeout):
     stack = Stack("cyclozzo")
     r.stacks.append(stack)
     home = os.path.join(OUT, "czhome")
@@ -442,8 +442,8 @@ def start_cyclozzo(r, cpus, timeout):
     marker = f"CYCLOZZO_HOME={home}".encode()
     stack.owns = lambda pid: exe_of(pid).startswith(bindir) or environ_has(pid, marker)
     stack.adopt = lambda: adopt_cyclozzo(stack)
-    p = r.spawn(stack, [CZ_BIN, "--start", "application", "--dir", APP, "--port", str(port)],
-                logfile, cpus, env=env)
+    p = r.spawn(stack, [CZ_BIN, "--start", "application", "--dir", APP, "--port", str(port),
+                        "--threads", str(threads)], logfile, cpus, env=env)
     wait_ready(port, [p], logfile, "bin/cyclozzo --start application", timeout)
     stack.port = port
     stack.logfile = logfile
@@ -489,8 +489,6 @@ def start_peers(r, cpus, nginx_workers, app_procs, gthread_threads, access_log, 
                 "--log-level", "warning", "--error-logfile", "-"]
         if kind == "gthread":
             argv += ["--threads", str(gthread_threads)]
-        if access_log:
-            argv += ["--access-logfile", os.path.join(OUT, f"gunicorn-{kind}.access.log")]
         argv.append("main:app")
         p = r.spawn(st, argv, logfile, cpus)
         end = time.time() + timeout
@@ -591,8 +589,12 @@ def main():
                     help="gunicorn workers (default: as many as Cyclozzo runs instances, else 1)")
     ap.add_argument("--gthread-threads", type=int, default=4,
                     help="threads per gunicorn gthread worker (4)")
-    ap.add_argument("--access-log", action="store_true",
-                    help="turn nginx's and gunicorn's access logs on (default: off)")
+    ap.add_argument("--access-log", choices=("on", "off"), default="on",
+                    help="nginx's access log (buffered), like the router's own, which is "
+                    "always on (default: on); gunicorn, behind nginx, never logs access")
+    ap.add_argument("--cz-threads", type=int, default=0,
+                    help="router threads, `cyclozzo --threads` (default: as many as nginx "
+                    "workers)")
     ap.add_argument("--only", choices=("static", "wsgi"), help="measure one half only")
     ap.add_argument("--peers-only", action="store_true",
                     help="measure nginx and gunicorn alone, without Cyclozzo")
@@ -612,6 +614,8 @@ def main():
         args.wrk_threads = 1 if args.cpus == "split" else ncpu
     server_ncpu = len(server_cpus) if server_cpus else ncpu
     nginx_workers = args.nginx_workers or server_ncpu
+    args.cz_threads = args.cz_threads or nginx_workers
+    args.access_log = args.access_log == "on"
 
     if not args.peers_only and not os.access(CZ_BIN, os.X_OK):
         raise BenchError(f"{CZ_BIN} is missing: build it with `make` first "
@@ -642,13 +646,13 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
     cz_instances = None
     if not args.peers_only:
         log("starting Cyclozzo")
-        cz = start_cyclozzo(r, server_cpus, args.startup_timeout)
+        cz = start_cyclozzo(r, server_cpus, args.cz_threads, args.startup_timeout)
         # The first script request may start the instance: give it time.
         check(cz.port, "/", HELLO, "cyclozzo (wsgi)", args.startup_timeout)
         check(cz.port, STATIC_PATH, static_body, "cyclozzo (static)", 10)
         time.sleep(0.5)
         adopt_cyclozzo(cz)
-        cz_instances = [p for p in cz.pids() if exe_of(p).endswith("/cyclozzo-pyrt")]
+        cz_instances = instances_of(cz)
         if not app_procs:
             app_procs = max(1, len(cz_instances))
         pin(cz.pids(), server_cpus)
@@ -680,6 +684,7 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
     log_sizes0 = log_bytes(cz, peers)
 
     results = {(t[0], t[1]): [] for t in targets}
+    served = {}   # requests per front server (cyclozzo, nginx), warm-ups included
     total = args.runs * len(targets) * (args.duration + args.warmup)
     log(f"{len(targets)} targets x {args.runs} runs x ({args.warmup}+{args.duration}) s, "
         f"about {total // 60} min {total % 60} s")
@@ -693,7 +698,8 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
             pin(pids, server_cpus)
             load = os.getloadavg()[0]
             if args.warmup:
-                run_wrk(r, port, path, args.warmup, args, wrk_cpus)
+                w = run_wrk(r, port, path, args.warmup, args, wrk_cpus)
+                served[stacks[0].name] = served.get(stacks[0].name, 0) + w["requests"]
             t0 = cpu_ticks(pids)
             res = run_wrk(r, port, path, args.duration, args, wrk_cpus)
             res["server_cpu_s"] = (cpu_ticks(pids) - t0) / CLK_TCK
@@ -704,6 +710,7 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
                                        "err_status", "err_timeout"))
             res["errors"] = errs
             results[(half, name)].append(res)
+            served[stacks[0].name] = served.get(stacks[0].name, 0) + res["requests"]
             log(f"run {i + 1}/{args.runs} {half:6} {name:24} {res['rps']:9.0f} req/s "
                 f"p50 {fmt_us(res['lat_p50_us'])} p99 {fmt_us(res['lat_p99_us'])}"
                 + (f" ERRORS {errs:.0f}" if errs else ""))
@@ -713,11 +720,17 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
     mem_after = memory(cz, peers)
     log_sizes1 = log_bytes(cz, peers)
     if cz:
-        cz_instances = [p for p in cz.pids() if exe_of(p).endswith("/cyclozzo-pyrt")]
+        cz_instances = instances_of(cz)
 
-    report(args, targets, results, heads, mem_idle, mem_after, log_sizes0, log_sizes1,
+    report(args, targets, results, heads, mem_idle, mem_after, log_sizes0, log_sizes1, served,
            nginx_workers, app_procs, server_cpus, wrk_cpus, cz, cz_instances)
     return 0
+
+
+def instances_of(cz):
+    """Cyclozzo's Python instances: processes running bin/cyclozzo-pyrt."""
+    return [p for p in cz.pids()
+            if exe_of(p).endswith("/cyclozzo-pyrt") or comm_of(p) == "cyclozzo-pyrt"]
 
 
 def check(port, path, body, what, timeout):
@@ -770,7 +783,7 @@ def log_bytes(cz, peers):
     return out
 
 
-def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, nginx_workers,
+def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served, nginx_workers,
            app_procs, server_cpus, wrk_cpus, cz, cz_instances):
     p = print
     p()
@@ -782,11 +795,12 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, nginx_w
           f"wrk on CPU {','.join(map(str, sorted(wrk_cpus)))}")
     else:
         p("CPU placement: unpinned (servers and wrk share every CPU)")
-    p(f"nginx: {nginx_workers} worker(s); gunicorn: {app_procs} worker(s) "
-      f"(gthread: {args.gthread_threads} threads each); access logs "
-      f"{'on' if args.access_log else 'off'} for nginx and gunicorn")
+    p(f"nginx: {nginx_workers} worker(s), access log {'on (buffered)' if args.access_log else 'off'}; "
+      f"gunicorn: {app_procs} worker(s) (gthread: {args.gthread_threads} threads each), "
+      "no access log")
     if cz:
-        p(f"Cyclozzo: {len(cz_instances)} instance process(es) at the end")
+        p(f"Cyclozzo: router --threads {args.cz_threads}, access log always on; "
+          f"{len(cz_instances)} instance process(es) at the end")
     p()
     hdr = (f"{'half':6} {'server':24} {'req/s':>9} {'(min..max)':>17} {'p50':>8} {'p99':>8} "
            f"{'cpu/req':>8} {'head B':>6} {'errors':>6} {'wrk cpu':>7}")
@@ -829,12 +843,10 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, nginx_w
         a, b = mem_after["cyclozzo"], mem_after["nginx+gunicorn sync"]
         p(f"RSS Cyclozzo/(nginx+gunicorn sync) after load: x{a['rss_kib'] / b['rss_kib']:.2f}")
     p()
-    total_req = {}
-    for (half, name), runs in results.items():
-        total_req[name] = total_req.get(name, 0) + sum(x["requests"] for x in runs)
     grow = {k: ls1[k] - ls0[k] for k in ls1}
-    p("log bytes written during the runs: " + ", ".join(f"{k} {v}" for k, v in grow.items())
-      + " (per-request logging shows as tens of bytes per request)")
+    p("log bytes written per request served: " + ", ".join(
+        f"{k} {v / served[k]:.0f}" if served.get(k) else f"{k} {v} bytes in all"
+        for k, v in grow.items()) + " (an access log line is ~100-200 bytes)")
     loads = [x["loadavg1"] for runs in results.values() for x in runs]
     p(f"1-min load average at run starts: {min(loads):.2f}..{max(loads):.2f} "
       f"(other work on the machine skews every number; compare cpu/req too)")
