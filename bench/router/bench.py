@@ -623,6 +623,10 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     static_body = write_app()
 
+    load = os.getloadavg()[0]
+    if load > 0.5 * ncpu:
+        log(f"the machine is busy (1-min load average {load:.1f} on {ncpu} CPUs): "
+            "req/s and latency will be noisy; cpu/req much less so")
     r = Runner()
 
     def on_signal(signum, frame):
