@@ -44,6 +44,7 @@ Cyclozzo is stopped with `cyclozzo --stop application --port P` and then any
 of its processes still alive are killed by pid.
 """
 import argparse
+import glob
 import json
 import os
 import resource
@@ -82,13 +83,16 @@ def all_pids():
 
 
 def proc_stat(pid):
-    """(ppid, utime+stime ticks) of pid, or None if it is gone."""
+    """(ppid, utime+stime ticks) of pid, or None if it is gone (or a zombie:
+    an orphan's zombie lingers where init does not reap)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             s = f.read()
     except OSError:
         return None
     rest = s[s.rindex(")") + 2:].split()
+    if rest[0] in ("Z", "X"):
+        return None
     return int(rest[1]), int(rest[11]) + int(rest[12])
 
 
@@ -183,29 +187,37 @@ def port_open(port):
 
 
 def fetch(port, path, timeout=30.0):
-    """One GET with Connection: close; returns (status, head bytes, body)."""
+    """One GET the way wrk sends it (HTTP/1.1, keep-alive: no Connection
+    header); reads one response framed by Content-Length, chunked encoding or
+    the close, then hangs up. Returns (status, head bytes, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                  "Connection: close\r\n\r\n".encode())
-        data = b""
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        f = s.makefile("rb")
+        status_line = f.readline()
+        head_len = len(status_line)
+        headers = {}
         while True:
-            chunk = s.recv(65536)
-            if not chunk:
+            line = f.readline()
+            head_len += len(line)
+            if line in (b"\r\n", b"\n", b""):
                 break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-    if any(l.lower().startswith(b"transfer-encoding:") and b"chunked" in l.lower() for l in lines):
-        out, rest = b"", body
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            n = int(size_line.split(b";")[0], 16)
-            if n == 0:
-                break
-            out, rest = out + rest[:n], rest[n + 2:]
-        body = out
-    return status, len(head) + 4, body
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        parts = status_line.split()
+        status = int(parts[1]) if len(parts) > 1 else 0
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                n = int(f.readline().split(b";")[0], 16)
+                if n == 0:
+                    break
+                body += f.read(n)
+                f.readline()
+        elif "content-length" in headers:
+            body = f.read(int(headers["content-length"]))
+        else:
+            body = f.read()
+    return status, head_len, body
 
 
 # --------------------------------------------------------------------------
@@ -539,9 +551,10 @@ def run_wrk(r, port, path, seconds, args, wrk_cpus):
     out, _ = r.current_wrk.communicate(timeout=seconds + 60)
     wall = time.time() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.current_wrk.returncode != 0:
-        raise BenchError(f"wrk failed (status {r.current_wrk.returncode}):\n{out}")
+    rc = r.current_wrk.returncode
     r.current_wrk = None
+    if rc != 0 or "CZBENCH " not in out:
+        return {"failed": f"wrk failed (status {rc}):\n{out}"}
     res = parse_wrk(out)
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     res["wrk_cpu_frac"] = wrk_cpu / wall / args.wrk_threads
@@ -692,21 +705,36 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
     total = args.runs * len(targets) * (args.duration + args.warmup)
     log(f"{len(targets)} targets x {args.runs} runs x ({args.warmup}+{args.duration}) s, "
         f"about {total // 60} min {total % 60} s")
+    dead = {}     # stack name -> what happened, once a stack stopped answering
     for i in range(args.runs):
         for half, name, port, path, body, stacks in targets:
             if cz:
                 adopt_cyclozzo(cz)   # instances started under load
+            if any(s.name in dead for s in stacks):
+                continue
+            if not stacks_alive(stacks, port, dead, f"before run {i + 1} of {half} {name}"):
+                continue
             pids = set()
             for s in stacks:
                 pids |= s.pids()
             pin(pids, server_cpus)
             load = os.getloadavg()[0]
+            when = f"during run {i + 1} of {half} {name}"
             if args.warmup:
                 w = run_wrk(r, port, path, args.warmup, args, wrk_cpus)
+                if "failed" in w:
+                    if not stacks_alive(stacks, port, dead, when):
+                        continue
+                    raise BenchError(w["failed"])
                 served[stacks[0].name] = served.get(stacks[0].name, 0) + w["requests"]
             t0 = cpu_ticks(pids)
             res = run_wrk(r, port, path, args.duration, args, wrk_cpus)
-            res["server_cpu_s"] = (cpu_ticks(pids) - t0) / CLK_TCK
+            ticks = cpu_ticks(pids) - t0
+            if not stacks_alive(stacks, port, dead, when):
+                continue    # numbers of a run the server did not survive mean nothing
+            if "failed" in res:
+                raise BenchError(res["failed"])
+            res["server_cpu_s"] = ticks / CLK_TCK
             res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
             res["cpu_us_per_req"] = res["server_cpu_s"] * 1e6 / max(1, res["requests"])
             res["loadavg1"] = load
@@ -726,9 +754,24 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
     if cz:
         cz_instances = instances_of(cz)
 
-    report(args, targets, results, heads, mem_idle, mem_after, log_sizes0, log_sizes1, served,
+    report(args, targets, results, heads, mem_idle, mem_after, log_sizes0, log_sizes1, served, dead,
            nginx_workers, app_procs, server_cpus, wrk_cpus, cz, cz_instances)
     return 0
+
+
+def stacks_alive(stacks, port, dead, when):
+    """True if every stack still has processes and port still accepts; else
+    records in dead which stack stopped, and when, with its log's tail."""
+    for s in stacks:
+        if not s.pids() or not port_open(port):
+            logs = [s.logfile] + sorted(glob.glob(os.path.join(getattr(s, "home", "/nonexistent"),
+                                                               "logs", "*.log")))
+            msg = f"{s.name} stopped answering {when}; see {', '.join(logs)}"
+            lines = [l for l in tail(logs[-1], 400).splitlines() if "comp=access" not in l]
+            dead[s.name] = msg + ("\n  " + "\n  ".join(lines[-5:]) if lines else "")
+            log(dead[s.name])
+            return False
+    return True
 
 
 def instances_of(cz):
@@ -787,7 +830,7 @@ def log_bytes(cz, peers):
     return out
 
 
-def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served, nginx_workers,
+def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served, dead, nginx_workers,
            app_procs, server_cpus, wrk_cpus, cz, cz_instances):
     p = print
     p()
@@ -806,19 +849,23 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
         p(f"Cyclozzo: router --threads {args.cz_threads}, access log always on; "
           f"{len(cz_instances)} instance process(es) at the end")
     p()
-    hdr = (f"{'half':6} {'server':24} {'req/s':>9} {'(min..max)':>17} {'p50':>8} {'p99':>8} "
+    hdr = (f"{'half':6} {'server':24} {'runs':>4} {'req/s':>9} {'(min..max)':>17} {'p50':>8} {'p99':>8} "
            f"{'cpu/req':>8} {'head B':>6} {'errors':>6} {'wrk cpu':>7}")
     p(hdr)
     p("-" * len(hdr))
     summary = {}
     for half, name, *_ in targets:
         runs = results[(half, name)]
+        if not runs:
+            p(f"{half:6} {name:24} {'no run completed: the server stopped answering':>60}")
+            continue
         rps = [x["rps"] for x in runs]
         s = {"rps": statistics.median(rps), "p50": med(runs, "lat_p50_us"),
              "p99": med(runs, "lat_p99_us"), "cpu": med(runs, "cpu_us_per_req"),
-             "errors": sum(x["errors"] for x in runs), "wrk": med(runs, "wrk_cpu_frac")}
+             "errors": sum(x["errors"] for x in runs), "wrk": med(runs, "wrk_cpu_frac"),
+             "n": len(runs)}
         summary[(half, name)] = s
-        p(f"{half:6} {name:24} {s['rps']:9.0f} {f'({min(rps):.0f}..{max(rps):.0f})':>17} "
+        p(f"{half:6} {name:24} {len(runs):4d} {s['rps']:9.0f} {f'({min(rps):.0f}..{max(rps):.0f})':>17} "
           f"{fmt_us(s['p50']):>8} {fmt_us(s['p99']):>8} {s['cpu']:6.1f}us "
           f"{heads[(half, name)]:6d} {s['errors']:6.0f} {s['wrk'] * 100:6.0f}%")
     p()
@@ -827,11 +874,14 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
             a, b = summary.get((half, "cyclozzo")), summary.get((half, peer))
             if not a or not b:
                 return
+            def x(k):
+                return f"x{a[k] / b[k]:.2f}" if b[k] else "n/a"
             r_rps = a["rps"] / b["rps"]
             verdict = "MET" if r_rps >= goal else "NOT MET"
+            if min(a["n"], b["n"]) < args.runs:
+                verdict += f", from fewer than {args.runs} runs"
             p(f"{half:6} Cyclozzo/{peer}: req/s x{r_rps:.2f} (target >= {goal:g}: {verdict}), "
-              f"p50 x{a['p50'] / b['p50']:.2f}, p99 x{a['p99'] / b['p99']:.2f}, "
-              f"cpu/req x{a['cpu'] / b['cpu']:.2f}")
+              f"p50 {x('p50')}, p99 {x('p99')}, cpu/req {x('cpu')}")
         ratio("static", "nginx", 1.0)
         ratio("wsgi", "nginx+gunicorn sync", 1.5)
         ratio("wsgi", "nginx+gunicorn gthread", 1.5)
@@ -839,19 +889,24 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
     p(f"{'memory':34} {'idle RSS':>10} {'idle PSS':>10} {'after RSS':>10} {'after PSS':>10}  processes")
     for key, m in mem_idle.items():
         a = mem_after[key]
-        procs = ", ".join(f"{c}" + (f"({t} threads)" if t > 1 else "")
-                          for _, c, _, _, t in a["procs"])
+        def names(rows):
+            return ", ".join(c + (f"({t} threads)" if t > 1 else "") for _, c, _, _, t in rows)
+        procs = names(a["procs"]) if a["procs"] else \
+            f"none left running (idle: {names(m['procs']) or 'none'})"
         p(f"{m['label']:34} {m['rss_kib'] / 1024:8.1f}MB {m['pss_kib'] / 1024:8.1f}MB "
           f"{a['rss_kib'] / 1024:8.1f}MB {a['pss_kib'] / 1024:8.1f}MB  {procs}")
     if cz:
         a, b = mem_after["cyclozzo"], mem_after["nginx+gunicorn sync"]
-        p(f"RSS Cyclozzo/(nginx+gunicorn sync) after load: x{a['rss_kib'] / b['rss_kib']:.2f}")
+        if a["rss_kib"] and b["rss_kib"]:
+            p(f"RSS Cyclozzo/(nginx+gunicorn sync) after load: x{a['rss_kib'] / b['rss_kib']:.2f}")
     p()
     grow = {k: ls1[k] - ls0[k] for k in ls1}
     p("log bytes written per request served: " + ", ".join(
         f"{k} {v / served[k]:.0f}" if served.get(k) else f"{k} {v} bytes in all"
         for k, v in grow.items()) + " (an access log line is ~100-200 bytes)")
-    loads = [x["loadavg1"] for runs in results.values() for x in runs]
+    for msg in dead.values():
+        p("STOPPED: " + msg)
+    loads = [x["loadavg1"] for runs in results.values() for x in runs] or [0.0]
     p(f"1-min load average at run starts: {min(loads):.2f}..{max(loads):.2f} "
       f"(other work on the machine skews every number; compare cpu/req too)")
     flagged = [f"{h} {n}" for (h, n), s in summary.items() if s["wrk"] > 0.9]
