@@ -30,8 +30,13 @@ Results are the medians over the runs; req/s counts only the measured run.
 CPU placement: by default (--cpus split) every server process is held to
 CPU 0 and wrk (one thread) to CPU 1, so each server stack gets exactly one
 core and the load generator never competes with it; --cpus shared leaves
-everything unpinned with wrk -t2. The servers' CPU time per request is also
-reported: it is the least noisy number on a shared machine.
+everything unpinned with wrk -t2. The router runs as many threads as nginx
+runs workers. The servers' CPU time per request is also reported: it is the
+least noisy number on a shared machine. Access logs are on at both front
+doors (the router always writes one; nginx's is buffered), off in gunicorn.
+
+A server that stops answering mid-benchmark is reported with the run it died
+in and the tail of its log; the other targets are still measured.
 
 Memory: RSS (and PSS, which splits shared pages fairly between processes)
 of every process of each stack, summed: the Cyclozzo processes (router and
