@@ -3,7 +3,9 @@
 #   make            builds bin/cyclozzo, bin/cyclozzo-pyrt and the tools
 #   make unit       builds and runs the C unit tests (tests/unit/test_*.c)
 #   make fuzz       builds the libFuzzer targets (fuzz/fuzz_*.c) with clang
-#   make SAN=1      builds everything with AddressSanitizer + UBSan
+#   make SAN=1      builds everything with AddressSanitizer + UBSan into
+#                   build/san/bin (run the integration tests against it with
+#                   CYCLOZZO_BIN=build/san/bin)
 #
 # Every src/<module>/*.c except src/cli and src/runtime goes into
 # build/libcyclozzo.a; binaries link against it. New files are picked up by
@@ -21,21 +23,23 @@ ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 BUILD   := build/san
+BIN     := build/san/bin
 else
 BUILD   := build/rel
+BIN     := bin
 endif
 
 LIB_SRC  := $(filter-out src/cli/% src/runtime/%,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/cli/*.c))
 RT_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/runtime/*.c))
-TOOLS    := $(patsubst tools/%.c,bin/%,$(wildcard tools/*.c))
+TOOLS    := $(patsubst tools/%.c,$(BIN)/%,$(wildcard tools/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
-all: bin/cyclozzo bin/cyclozzo-pyrt $(TOOLS)
+all: $(BIN)/cyclozzo $(if $(RT_OBJ),$(BIN)/cyclozzo-pyrt) $(TOOLS)
 
 $(BUILD)/libcyclozzo.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -45,20 +49,23 @@ $(BUILD)/src/runtime/%.o: src/runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PY_CFLAGS) -c $< -o $@
 
+# glue.c includes the runtime's Python half verbatim (.incbin).
+$(BUILD)/src/runtime/glue.o: src/runtime/glue.py
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-bin/cyclozzo: $(CLI_OBJ) $(BUILD)/libcyclozzo.a
-	@mkdir -p bin
+$(BIN)/cyclozzo: $(CLI_OBJ) $(BUILD)/libcyclozzo.a
+	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcyclozzo.a $(LDLIBS)
 
-bin/cyclozzo-pyrt: $(RT_OBJ) $(BUILD)/libcyclozzo.a
-	@mkdir -p bin
+$(BIN)/cyclozzo-pyrt: $(RT_OBJ) $(BUILD)/libcyclozzo.a
+	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $(RT_OBJ) $(BUILD)/libcyclozzo.a $(PY_LIBS) $(LDLIBS)
 
-bin/%: $(BUILD)/tools/%.o $(BUILD)/libcyclozzo.a
-	@mkdir -p bin
+$(BIN)/%: $(BUILD)/tools/%.o $(BUILD)/libcyclozzo.a
+	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcyclozzo.a $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcyclozzo.a

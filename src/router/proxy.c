@@ -142,6 +142,8 @@ static void fail_request(rconn *c, int status, const char *why)
     }
 }
 
+static void up_progress(upconn *u);
+
 static int start_on(rconn *c, instance *in)
 {
     rthread *t = c->t;
@@ -157,7 +159,7 @@ static int start_on(rconn *c, instance *in)
     c->instance_id = in->id;
     c->state = CS_PROXY;
     if (reused) u->can_write = 1;
-    proxy_on_event(u, 0);
+    up_progress(u);
     return 0;
 }
 
@@ -204,10 +206,8 @@ void proxy_retry_queue(rthread *t)
         t->q_head = c->qnext;
         if (!t->q_head) t->q_tail = NULL;
         c->qnext = NULL;
-        if (start_on(c, in) < 0) {
-            conn_send_error(c, 502, "The app's instance could not be reached.");
-            conn_kick(c);
-        }
+        if (start_on(c, in) < 0) conn_send_error(c, 502, "The app's instance could not be reached.");
+        conn_kick(c);
     }
 }
 
@@ -404,51 +404,57 @@ static int up_read(upconn *u)
     }
 }
 
-void proxy_on_event(upconn *u, uint32_t events)
+/* Drop an idle pooled connection that became readable: the instance closed
+ * it (or sent something unasked), so it cannot be reused. */
+static void idle_event(upconn *u)
 {
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) u->can_read = 1;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) { u->can_write = 1; u->connected = 1; }
+    if (!u->can_read) return;
+    char tmp[1];
+    ssize_t r = recv(u->fd, tmp, sizeof tmp, MSG_PEEK);
+    if (r < 0 && errno == EAGAIN) { u->can_read = 0; return; }
+    rthread *t = u->t;
+    upconn **pp = &t->idle;
+    while (*pp && *pp != u) pp = &(*pp)->next_idle;
+    if (*pp) *pp = u->next_idle;
+    up_close(u);
+}
+
+/* Write the request and relay the response as far as possible. Never calls
+ * conn_kick: it runs inside the client's own processing too. */
+static void up_progress(upconn *u)
+{
     rconn *c = u->c;
-    if (!c) {
-        /* An idle pooled connection: the instance closed it or sent junk. */
-        if (u->can_read) {
-            char tmp[256];
-            ssize_t r = recv(u->fd, tmp, sizeof tmp, MSG_PEEK);
-            if (r == 0 || (r < 0 && errno != EAGAIN) || r > 0) {
-                rthread *t = u->t;
-                upconn **pp = &t->idle;
-                while (*pp && *pp != u) pp = &(*pp)->next_idle;
-                if (*pp) *pp = u->next_idle;
-                up_close(u);
-                return;
-            }
-            u->can_read = 0;
-        }
-        return;
-    }
     if (u->sent < buf_unread(&c->upreq) + buf_unread(&c->upbody)) {
         int w = up_write(u);
         if (w < 0) {
             if (u->reused == 1 && !c->retried) {
+                /* A pooled connection the instance had closed: once more, fresh. */
                 instance *in = u->inst;
                 c->retried = 1;
                 c->up = NULL;
                 up_close(u);
                 upconn *nu = up_connect(c->t, in);
-                if (nu) { nu->c = c; c->up = nu; proxy_on_event(nu, 0); return; }
+                if (nu) { nu->c = c; c->up = nu; up_progress(nu); return; }
                 instmgr_release(c->t->r->c.im, in);
                 conn_send_error(c, 502, "The app's instance could not be reached.");
-                conn_kick(c);
                 return;
             }
             instmgr_report_failure(c->t->r->c.im, u->inst, u->generation);
             fail_request(c, 502, "The app's instance could not be reached.");
-            conn_kick(c);
             return;
         }
         if (w == 0) return;
     }
     up_read(u);
+}
+
+void proxy_on_event(upconn *u, uint32_t events)
+{
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) u->can_read = 1;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) { u->can_write = 1; u->connected = 1; }
+    rconn *c = u->c;
+    if (!c) { idle_event(u); return; }
+    up_progress(u);
     conn_kick(c);
 }
 

@@ -430,10 +430,12 @@ static int conn_progress(rconn *c)
         if (buf_unread(&c->out) || c->file_fd >= 0) {
             int f = conn_flush(c);
             if (f < 0) { conn_close(c); return -1; }
-            if (f == 0) {
-                if (c->state != CS_BODY && c->state != CS_HEAD) return 0;
+            if (f == 1 && c->state == CS_PROXY) {
+                /* Room again: relay more of the response, then write it. */
+                proxy_client_drained(c);
+                if (buf_unread(&c->out)) continue;
             }
-            if (f == 1 && c->state == CS_PROXY) proxy_client_drained(c);
+            if (f == 0 && c->state != CS_BODY && c->state != CS_HEAD) return 0;
         }
         if (c->state == CS_SEND && !buf_unread(&c->out) && (c->file_fd < 0 || c->file_off >= c->file_end)) {
             if (conn_response_done(c) < 0) return -1;

@@ -39,6 +39,20 @@ static int open_beneath(int dirfd, const char *rel)
     return openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 }
 
+/* 1 if any '/'-separated segment of p is "..": such paths are never served,
+ * so a URL cannot climb from a handler's directory to other app files. */
+static int has_dotdot(const char *p)
+{
+    for (const char *s = p; *s;) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.') return 1;
+        if (!e) break;
+        s = e + 1;
+    }
+    return 0;
+}
+
 static char *file_for(const app_handler *h, const app_match *m)
 {
     if (h->kind == HANDLER_STATIC_FILES) return appcfg_expand(h->static_files, m);
@@ -75,7 +89,7 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     char *rel = file_for(h, m);
     char *p = rel;
     while (*p == '/') p++;
-    if (!*p || appcfg_skipped(r->c.cfg, p)) {
+    if (!*p || has_dotdot(p) || appcfg_skipped(r->c.cfg, p)) {
         free(rel);
         conn_send_error(c, 404, "The requested URL was not found on this server.");
         return;

@@ -11,7 +11,8 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, "bin")
+# CYCLOZZO_BIN selects another build, e.g. build/san/bin (ASan/UBSan).
+BIN = os.path.abspath(os.environ.get("CYCLOZZO_BIN", os.path.join(ROOT, "bin")))
 
 
 def free_port():
@@ -33,11 +34,28 @@ def wait_port(port, timeout=15.0, host="127.0.0.1"):
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def assert_clean_logs(home):
+    """Fail if any daemon log under home holds a sanitizer report (SAN builds)."""
+    logs = os.path.join(home, "logs")
+    if not os.path.isdir(logs):
+        return
+    for name in os.listdir(logs):
+        with open(os.path.join(logs, name), errors="replace") as f:
+            text = f.read()
+        for mark in SANITIZER_MARKS:
+            i = text.find(mark)
+            assert i < 0, f"{name}: {text[max(0, i - 200):i + 3000]}"
+
+
 @pytest.fixture
 def cz_home(tmp_path):
     home = tmp_path / "czhome"
     home.mkdir()
-    return str(home)
+    yield str(home)
+    assert_clean_logs(str(home))
 
 
 @pytest.fixture
