@@ -87,7 +87,6 @@ typedef struct {
     int port;                    /* 0 = pick a free port */
     int threads;                 /* worker threads, default 16 */
     size_t max_request;          /* default 32 MiB (REQUEST_TOO_LARGE above) */
-    /* Added after the first interface freeze: */
     const char *app_id;          /* non-NULL: refuse tickets of any other app */
     int idle_timeout_s;          /* close idle keep-alive connections, default 120 */
 } api_server_config;

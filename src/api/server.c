@@ -308,16 +308,19 @@ done:;
 
     int64_t latency = now_us() - c->start_us;
     const char *app = claims.app_id[0] ? claims.app_id : "-";
+    char call[2 * MAX_NAME + 2];
+    if (svc[0] || meth[0]) snprintf(call, sizeof call, "%s.%s", svc, meth);
+    else snprintf(call, sizeof call, "-");
     if (reply.kind == API_REPLY_OK)
-        log_debug("api", "app=%s call=%s.%s status=ok latency_us=%lld request_id=%s",
-                  log_q(app), log_q(svc), log_q(meth), (long long)latency, log_q(claims.request_id));
+        log_debug("api", "app=%s call=%s status=ok latency_us=%lld request_id=%s",
+                  log_q(app), log_q(call), (long long)latency, log_q(claims.request_id));
     else if (reply.kind == API_REPLY_APP_ERROR)
-        log_warn("api", "app=%s call=%s.%s status=app_error code=%d latency_us=%lld request_id=%s detail=%s",
-                 log_q(app), log_q(svc), log_q(meth), reply.code, (long long)latency,
+        log_warn("api", "app=%s call=%s status=app_error code=%d latency_us=%lld request_id=%s detail=%s",
+                 log_q(app), log_q(call), reply.code, (long long)latency,
                  log_q(claims.request_id), log_q(reply.detail));
     else
-        log_warn("api", "app=%s call=%s.%s status=%s latency_us=%lld request_id=%s detail=%s",
-                 log_q(app), log_q(svc), log_q(meth), rpc_code_name(reply.code), (long long)latency,
+        log_warn("api", "app=%s call=%s status=%s latency_us=%lld request_id=%s detail=%s",
+                 log_q(app), log_q(call), rpc_code_name(reply.code), (long long)latency,
                  log_q(claims.request_id), log_q(reply.detail));
 }
 
@@ -384,11 +387,11 @@ static int take_head(api_conn *c, buf *out)
     c->keep_alive = req.keep_alive;
     c->minor = req.version_minor;
     c->deadline_s = parse_deadline(&req);
-    c->seen = 0;
     int is_post = req.method_len == 4 && !memcmp(req.method, "POST", 4);
     int is_rpc = req.path_len == strlen(RPC_PATH) && !memcmp(req.path, RPC_PATH, req.path_len);
     c->disp = !is_rpc ? DISP_NOT_FOUND : !is_post ? DISP_BAD_METHOD : DISP_CALL;
     int64_t cl = req.chunked ? -1 : req.content_length < 0 ? 0 : req.content_length;
+    c->seen = cl > 0 ? cl : 0;      /* body size for messages; chunked bodies count up */
     if (cl > (int64_t)srv->max_request && c->disp == DISP_CALL) c->disp = DISP_TOO_LARGE;
     if (cl > DISCARD_LIMIT) {
         /* Not worth draining: answer now and close. */
@@ -420,7 +423,7 @@ static int take_head(api_conn *c, buf *out)
 int api_conn_feed(api_conn *c, const void *data, size_t len, buf *out)
 {
     if (c->state == ST_CLOSED) return 1;
-    buf_append(&c->in, data, len);
+    if (len) buf_append(&c->in, data, len);
     for (;;) {
         if (c->state == ST_CLOSED) break;
         if (c->state == ST_HEAD) {
@@ -435,13 +438,11 @@ int api_conn_feed(api_conn *c, const void *data, size_t len, buf *out)
                 size_t take = (int64_t)have < c->remaining ? have : (size_t)c->remaining;
                 buf_consume(&c->in, take);
                 c->remaining -= (int64_t)take;
-                c->seen += (int64_t)take;
                 if (c->remaining) break;
                 finish_request(c, NULL, 0, out);
             } else {
                 if ((int64_t)have < c->remaining) break;
                 size_t n = (size_t)c->remaining;
-                c->seen = c->remaining;
                 finish_request(c, (const uint8_t *)buf_rp(&c->in), n, out);
                 buf_consume(&c->in, n);
             }

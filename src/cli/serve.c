@@ -29,12 +29,10 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "instance/manager.h"
+#include "instance/venv.h"
 #include "router/router.h"
 
 void api_register_all(api_server *srv, const char *home);
-/* Provided by the virtualenv builder, when linked in. */
-int venv_ensure(const char *home, const char *app_dir, char *venv_out, size_t venv_len,
-                char *err, size_t errlen) __attribute__((weak));
 
 typedef struct {
     router *rt;
@@ -119,7 +117,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     int rc = 1;
 
     /* API server: every service, on a private loopback port. */
-    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0};
+    api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
     api_register_all(api, home);
@@ -245,7 +243,7 @@ int serve_app(const serve_opts *o)
 
     /* Dependencies first, in the foreground, so progress is visible. */
     char venv[PATH_MAX] = "";
-    if (venv_ensure && venv_ensure(home, absdir, venv, sizeof venv, err, sizeof err) < 0) {
+    if (venv_ensure(home, absdir, venv, sizeof venv, err, sizeof err) < 0) {
         fprintf(stderr, "cyclozzo: %s\n", err);
         free(appname); free(app_id); appcfg_free(cfg);
         return 1;

@@ -139,7 +139,10 @@ static int conn_response_done(rconn *c)
         conn_close(c);
         return -1;
     }
-    buf_compact(&c->in);
+    /* Between requests, give back buffers that grew for a large message. */
+    if (!buf_unread(&c->in) && c->in.cap > 4096) buf_free(&c->in); else buf_compact(&c->in);
+    if (c->out.cap > 65536) buf_free(&c->out);
+    if (c->upbody.cap > 65536) buf_free(&c->upbody);
     return 0;
 }
 
@@ -202,9 +205,11 @@ static int conn_flush(rconn *c)
 static int conn_read(rconn *c)
 {
     if (!c->can_read) return 0;
-    buf_reserve(&c->in, READ_CHUNK);
-    ssize_t r = recv(c->fd, buf_wp(&c->in), buf_room(&c->in), 0);
-    if (r > 0) { c->in.len += (size_t)r; c->last_io_us = now_us(); return 1; }
+    /* Read into the thread's scratch buffer, keep only what arrived: an idle
+     * or slow connection then costs a few hundred bytes, not a whole chunk. */
+    static __thread char scratch[READ_CHUNK];
+    ssize_t r = recv(c->fd, scratch, sizeof scratch, 0);
+    if (r > 0) { buf_append(&c->in, scratch, (size_t)r); c->last_io_us = now_us(); return 1; }
     if (r == 0) { c->eof = 1; return -1; }
     if (errno == EAGAIN) { c->can_read = 0; return 0; }
     if (errno == EINTR) return 1;
