@@ -442,6 +442,48 @@ http {{
 # --------------------------------------------------------------------------
 # The stacks
 
+def reap_leftovers():
+    """Stop what an earlier run that was killed outright (SIGKILL, a closed
+    machine) left behind: Cyclozzo apps recorded under build/bench/czhome,
+    and nginx or gunicorn processes whose command line names build/bench/.
+    Nothing else uses those paths, so nothing else is touched."""
+    home = os.path.join(OUT, "czhome")
+    run = os.path.join(home, "run")
+    if os.path.isdir(run) and os.access(CZ_BIN, os.X_OK):
+        env = dict(os.environ, CYCLOZZO_HOME=home)
+        for f in os.listdir(run):
+            if f.endswith(".state") and "-" in f:
+                port = f[:-len(".state")].rsplit("-", 1)[1]
+                if port.isdigit():
+                    log(f"stopping the Cyclozzo app an earlier run left on port {port}")
+                    subprocess.run([CZ_BIN, "--stop", "application", "--port", port], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   timeout=30)
+    mine = OUT + os.sep
+    found = []
+    for pid in all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if mine in cmd and ("nginx" in cmd or "gunicorn" in cmd) and proc_stat(pid):
+            log(f"stopping pid {pid}, left by an earlier run: {cmd[:70]}")
+            found.append(pid)
+    victims = descendants(found)   # nginx workers name no path: take them as children
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in victims:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        end = time.time() + 3
+        while time.time() < end and any(proc_stat(p) for p in victims):
+            time.sleep(0.05)
+
+
 def start_cyclozzo(r, cpus, threads, timeout):
     stack = Stack("cyclozzo")
     r.stacks.append(stack)
@@ -639,6 +681,7 @@ def main():
         raise BenchError(f"{CZ_BIN} is missing: build it with `make` first "
                          "(or pass --peers-only to measure nginx and gunicorn alone)")
     os.makedirs(OUT, exist_ok=True)
+    reap_leftovers()
     static_body = write_app()
 
     load = os.getloadavg()[0]
