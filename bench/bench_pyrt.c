@@ -2,7 +2,9 @@
  *   start-up   process start to the first complete response (GET /healthz)
  *   idle RSS   VmRSS half a second after that response
  *   requests/s one keep-alive connection, next request sent as soon as the
- *              previous response is read (no pipelining), then 4 connections
+ *              previous response is read (no pipelining), then 4 connections,
+ *              with the runtime's CPU time per request (utime+stime from
+ *              /proc, less sensitive to a loaded machine than requests/s)
  * Run by hand from the repository root:
  *   make && cc -O2 -pthread bench/bench_pyrt.c -o build/bench_pyrt && build/bench_pyrt [seconds] */
 #define _GNU_SOURCE
@@ -70,6 +72,24 @@ static void *runner(void *arg)
     return NULL;
 }
 
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    double t = 0;
+    if (fgets(line, sizeof line, f)) {
+        char *p = strrchr(line, ')');
+        unsigned long ut = 0, st = 0;
+        /* fields after the command: state(3) ... utime(14) stime(15) */
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            t = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    fclose(f);
+    return t;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) seconds = atof(argv[1]);
@@ -99,9 +119,12 @@ int main(int argc, char **argv)
         long counts[4] = {0};
         pthread_t t[4];
         for (int i = 0; i < conns; i++) pthread_create(&t[i], NULL, runner, &counts[i]);
+        double c0 = cpu_seconds(pid);
         long total = 0;
         for (int i = 0; i < conns; i++) { pthread_join(t[i], NULL); total += counts[i]; }
-        printf("%d keep-alive connection(s): %.0f requests/s\n", conns, total / seconds);
+        double c1 = cpu_seconds(pid);
+        printf("%d keep-alive connection(s): %.0f requests/s, runtime CPU %.1f us/request\n",
+               conns, total / seconds, total ? (c1 - c0) * 1e6 / total : 0.0);
     }
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);

@@ -116,4 +116,9 @@ api_conn *api_conn_new(api_server *srv);
 int  api_conn_feed(api_conn *c, const void *data, size_t len, buf *out);
 void api_conn_free(api_conn *c);
 
+/* Call fn(data) in api_server_stop once no method can run any more (after
+ * the workers are joined), newest registration first: services free their
+ * service_data here. */
+void api_on_stop(api_server *srv, void (*fn)(void *), void *data);
+
 #endif

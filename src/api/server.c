@@ -70,6 +70,12 @@ typedef struct method {
 
 typedef struct sconn sconn;
 
+typedef struct cleanup {
+    void (*fn)(void *);
+    void *data;
+    struct cleanup *next;
+} cleanup;
+
 struct api_server {
     char *home, *host, *app_id;
     int port_wanted, nthreads, idle_timeout_s;
@@ -88,6 +94,7 @@ struct api_server {
     pthread_mutex_t lock;        /* guards the connection list */
     sconn *conns;
     long nconns;
+    cleanup *cleanups;           /* api_on_stop: run newest first */
 };
 
 static uint32_t name_hash(const char *s, size_t sn, const char *m, size_t mn)
@@ -134,6 +141,15 @@ void api_register(api_server *srv, const char *service, const char *name,
     x->data = service_data;
     x->next = srv->buckets[h];
     srv->buckets[h] = x;
+}
+
+void api_on_stop(api_server *srv, void (*fn)(void *), void *data)
+{
+    cleanup *c = xcalloc(1, sizeof *c);
+    c->fn = fn;
+    c->data = data;
+    c->next = srv->cleanups;
+    srv->cleanups = c;
 }
 
 void api_app_error(api_reply *r, int code, const char *fmt, ...)
@@ -725,6 +741,11 @@ void api_server_stop(api_server *srv)
     for (int i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i], NULL);
     free(srv->workers);
     while (srv->conns) conn_close(srv, srv->conns);
+    for (cleanup *c = srv->cleanups, *nx; c; c = nx) {
+        nx = c->next;
+        c->fn(c->data);
+        free(c);
+    }
     if (srv->lfd >= 0) close(srv->lfd);
     if (srv->epfd >= 0) close(srv->epfd);
     if (srv->wakefd >= 0) close(srv->wakefd);

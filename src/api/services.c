@@ -5,6 +5,8 @@
  * methods. Adding a service is adding its call below, in its own block (the
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
+#include "api/memcache.h"
+#include "api/users.h"
 
 void api_register_all(api_server *srv, const char *home)
 {
@@ -13,7 +15,11 @@ void api_register_all(api_server *srv, const char *home)
 
     /* datastore_v3: datastore_v3_register(srv, home); goes here. */
 
-    /* memcache: memcache_register(srv, home); goes here. */
+    /* memcache (memcache.c: in-process store, memcache_store.c) */
+    memcache_register(srv, home);
+
+    /* user (users.c: login/logout URLs, GetOAuthUser) */
+    users_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "core/buf.h"
@@ -224,10 +225,40 @@ static int parse_float11(const char *s, double *out)
         *out = (*s == '-') ? -INFINITY : INFINITY; return 1;
     }
     if (p == s && (!strcmp(p, ".nan") || !strcmp(p, ".NaN") || !strcmp(p, ".NAN"))) { *out = NAN; return 1; }
+    if (strchr(p, ':')) {
+        /* sexagesimal: 1:30.5 is 90.5 */
+        double v = 0;
+        const char *q2 = p;
+        if (!isdigit((unsigned char)*q2)) return 0;
+        for (;;) {
+            double part = 0;
+            const char *st = q2;
+            while (isdigit((unsigned char)*q2) || *q2 == '_') { if (*q2 != '_') part = part * 10 + (*q2 - '0'); q2++; }
+            if (q2 == st) return 0;
+            if (*q2 == ':') {
+                v = (v + part) * 60;
+                q2++;
+                const char *d = q2;
+                size_t nd = 0;
+                while (isdigit((unsigned char)d[nd])) nd++;
+                if (nd == 0 || nd > 2 || (nd == 2 && d[0] > '5')) return 0;
+                continue;
+            }
+            if (*q2 != '.') return 0;
+            v += part;
+            q2++;
+            double scale = 0.1;
+            for (; isdigit((unsigned char)*q2) || *q2 == '_'; q2++)
+                if (*q2 != '_') { v += (*q2 - '0') * scale; scale /= 10; }
+            if (*q2) return 0;
+            *out = *s == '-' ? -v : v;
+            return 1;
+        }
+    }
     int digits = 0, dot = 0, exp = 0;
     char clean[128];
     size_t o = 0;
-    if (strlen(s) >= sizeof clean) return 0;
+    if (strlen(s) + 2 >= sizeof clean) return 0;
     if (*s == '-') clean[o++] = '-';
     if (isdigit((unsigned char)*p)) {
         for (; isdigit((unsigned char)*p) || *p == '_'; p++) if (*p != '_') { clean[o++] = *p; digits++; }
@@ -294,7 +325,8 @@ static int yaml_fail(ctx *c, yaml_parser_t *p, const char *text, size_t len)
     if (p->error == YAML_MEMORY_ERROR) return fail(c, 1, "out of memory while reading YAML");
     line = (int)p->problem_mark.line + 1;
     size_t idx = p->problem_mark.index;
-    if (p->problem && strstr(p->problem, "cannot start any token") && idx < len && text[idx] == '\t')
+    if (p->problem && ((strstr(p->problem, "cannot start any token") && idx < len && text[idx] == '\t') ||
+                       strstr(p->problem, "tab character")))
         return fail(c, line, "invalid YAML: a tab character cannot be used for indentation");
     if (p->context)
         return fail(c, line, "invalid YAML: %s %s", p->problem ? p->problem : "syntax error", p->context);
@@ -338,11 +370,15 @@ static int yaml_tree(ctx *c, const char *text, size_t len, ynode **root)
                 n->text = xmalloc(n->len + 1);
                 memcpy(n->text, ev.data.scalar.value, n->len);
                 n->text[n->len] = 0;
+                if (memchr(n->text, 0, n->len)) {
+                    fail(c, line, "a value holds a NUL character");
+                    node_free(n); yaml_event_delete(&ev); goto out;
+                }
                 if (ev.data.scalar.tag && strcmp((char *)ev.data.scalar.tag, "!")) {
                     if (type_tagged(c, n, (const char *)ev.data.scalar.tag) < 0) {
                         node_free(n); yaml_event_delete(&ev); goto out;
                     }
-                } else if (ev.data.scalar.plain_implicit && !memchr(n->text, 0, n->len)) {
+                } else if (ev.data.scalar.plain_implicit) {
                     type_plain(n);
                 } else {
                     n->st = S_STR;
@@ -378,6 +414,68 @@ out:
     return rc;
 }
 
+/* App Engine's YAML reader refuses a tab anywhere in block context except
+ * inside a quoted or block scalar or a comment (libyaml takes tabs as
+ * spaces between words).  Refuse the same files, naming the tab's line. */
+typedef struct { size_t a, b; int ok; } span;
+
+static int check_tabs(ctx *c, const char *text, size_t len)
+{
+    if (!memchr(text, '\t', len)) return 0;
+    yaml_parser_t p;
+    yaml_token_t tok;
+    span *sp = NULL;
+    size_t n = 0, cap = 0, flow_start = 0;
+    int flow = 0, rc = 0;
+    if (!yaml_parser_initialize(&p)) return 0;
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    for (;;) {
+        if (!yaml_parser_scan(&p, &tok)) break;    /* the parser reports it */
+        yaml_token_type_t t = tok.type;
+        span s = {tok.start_mark.index, tok.end_mark.index, 0};
+        int add = 0;
+        if (t == YAML_FLOW_SEQUENCE_START_TOKEN || t == YAML_FLOW_MAPPING_START_TOKEN) {
+            if (flow++ == 0) flow_start = s.a;
+        } else if (t == YAML_FLOW_SEQUENCE_END_TOKEN || t == YAML_FLOW_MAPPING_END_TOKEN) {
+            if (flow > 0 && --flow == 0) { s.a = flow_start; s.ok = 1; add = 1; }
+        } else if (t == YAML_SCALAR_TOKEN) {
+            s.ok = tok.data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+            add = 1;
+        }
+        yaml_token_delete(&tok);
+        if (add) {
+            if (n == cap) { cap = cap ? cap * 2 : 32; sp = xrealloc(sp, cap * sizeof *sp); }
+            sp[n++] = s;
+        }
+        if (t == YAML_STREAM_END_TOKEN) break;
+    }
+    yaml_parser_delete(&p);
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        if (text[i] != '\t') continue;
+        int in_ok = 0, in_any = 0;
+        for (size_t k = 0; k < n; k++)
+            if (i >= sp[k].a && i < sp[k].b) { in_any = 1; if (sp[k].ok) in_ok = 1; }
+        if (in_ok) continue;
+        if (!in_any) {
+            /* after a comment's '#' on the same line? */
+            size_t ls = i;
+            while (ls > 0 && text[ls - 1] != '\n') ls--;
+            int comment = 0;
+            for (size_t j = ls; j < i && !comment; j++) {
+                if (text[j] != '#' || (j > ls && text[j - 1] != ' ' && text[j - 1] != '\t')) continue;
+                int inside = 0;
+                for (size_t k = 0; k < n; k++) if (j >= sp[k].a && j < sp[k].b) inside = 1;
+                if (!inside) comment = 1;
+            }
+            if (comment) continue;
+        }
+        rc = fail(c, line_of_offset(text, len, i),
+                  "invalid YAML: a tab character can only appear inside quotes; use spaces");
+    }
+    free(sp);
+    return rc;
+}
+
 /* --- Python's str() of a scalar, for checks App Engine runs on it -------- */
 
 static void py_float(double d, char *out, size_t n)
@@ -401,7 +499,7 @@ static void py_float(double d, char *out, size_t n)
     digits[nd] = 0;
     buf b = BUF_INIT;
     if (neg) buf_putc(&b, '-');
-    if (exp >= -5 && exp < 16) {
+    if (exp >= -4 && exp < 16) {
         if (exp < 0) {
             buf_puts(&b, "0.");
             for (int i = -1; i > exp; i--) buf_putc(&b, '0');
@@ -478,10 +576,28 @@ static char *py_to_pcre(const char *s, size_t n)
             continue;
         }
         if (ch == '{' && i + 1 < n && s[i + 1] == ',') {
-            /* Python's {,n} means {0,n} */
+            /* Python's {,n} means {0,n}, {,} means {0,} */
             size_t k = i + 2;
             while (k < n && isdigit((unsigned char)s[k])) k++;
-            if (k > i + 2 && k < n && s[k] == '}') { buf_puts(&b, "{0"); continue; }
+            if (k < n && s[k] == '}') { buf_puts(&b, "{0"); continue; }
+        }
+        if (ch == '(' && i + 2 < n && s[i + 1] == '?' && strchr("aiLmsux-", s[i + 2])) {
+            /* inline flags: PCRE2 knows neither a (ASCII) nor u (Unicode,
+             * always on for Python 3 str patterns); drop both */
+            size_t k = i + 2;
+            while (k < n && strchr("aiLmsux-", s[k])) k++;
+            if (k < n && (s[k] == ')' || s[k] == ':')) {
+                buf kept = BUF_INIT;
+                for (size_t j = i + 2; j < k; j++) if (s[j] != 'a' && s[j] != 'u') buf_putc(&kept, s[j]);
+                if (kept.len || s[k] == ':') {
+                    buf_puts(&b, "(?");
+                    if (kept.len) buf_append(&b, kept.data, kept.len);
+                    buf_putc(&b, s[k]);
+                }
+                buf_free(&kept);
+                i = k;
+                continue;
+            }
         }
         buf_putc(&b, ch);
     }
@@ -492,6 +608,19 @@ static char *py_to_pcre(const char *s, size_t n)
 }
 
 #define RE_OPTS (PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF)
+
+/* 1 if the pattern turns on verbose mode for all of itself: "(?x)" at the
+ * start (Python allows global flags only there).  A '#' comment then runs to
+ * the end of the line, so a group wrapped around the pattern must close on a
+ * new line. */
+static int py_verbose(const char *s, size_t n)
+{
+    if (n < 3 || s[0] != '(' || s[1] != '?') return 0;
+    size_t k = 2;
+    int x = 0;
+    while (k < n && strchr("aiLmsux", s[k])) x |= s[k++] == 'x';
+    return x && k < n && s[k] == ')';
+}
 
 /* Compile a Python-syntax pattern.  full: anchored at both ends.  NULL with
  * a reason in emsg when it does not compile. */
@@ -986,8 +1115,8 @@ static int check_headers(ctx *c, const ynode *n)
             if (strlen(val) > max) return fail(c, v->line, "the value of HTTP header '%s' is longer than %zu bytes", lname, max);
         }
         for (size_t j = 0; j < i; j += 2)
-            if (strcasecmp(n->kids[j]->text, k->text) == 0 && strcmp(n->kids[j]->text, k->text) != 0)
-                return fail(c, k->line, "HTTP header '%s' is given twice", lname);
+            if (!strcmp(n->kids[j]->text, k->text))
+                return fail(c, k->line, "HTTP header '%s' is given twice", q(&qb, k->text, k->len));
     }
     return 0;
 }
@@ -1005,7 +1134,8 @@ static int check_obj(ctx *c, const ynode *n, const fieldspec *fs, const char *na
         for (f = fs; f->name; f++) if (!strcmp(f->name, k->text)) break;
         if (!f->name) {
             if (depth == 0) return fail(c, k->line, "unknown field '%s'", q(&qb, k->text, k->len));
-            return fail(c, k->line, "unknown field '%s' in %s", q(&qb, k->text, k->len), name);
+            return fail(c, k->line, "unknown field '%s' in %s%s", q(&qb, k->text, k->len),
+                        !strcmp(name, "handler") ? "a " : "", name);
         }
         for (size_t j = 0; j < i; j += 2)
             if (n->kids[j]->t == N_SCALAR && !strcmp(n->kids[j]->text, k->text))
@@ -1030,7 +1160,7 @@ static int check(ctx *c, const ynode *n, const vspec *v, const char *name, int d
         for (size_t i = 0; i < n->n; i++) {
             const ynode *e = n->kids[i];
             if (e->t == N_SCALAR && e->st == S_NULL) return fail(c, e->line, "%s has an empty entry", name);
-            if (check(c, e, v->elem, name, depth + 1) < 0) return -1;
+            if (check(c, e, v->elem, v->elem == &v_handler ? "handler" : name, depth + 1) < 0) return -1;
         }
         return 0;
     case V_DICT:
@@ -1212,7 +1342,7 @@ static int build_handler(ctx *c, const ynode *n, app_handler *h, int in_include,
         size_t ul = strlen(h->url);
         while (ul > 1 && h->url[ul - 1] == '/') ul--;
         if (ul == 1 && h->url[0] == '/') ul = 0;
-        char *pat = xasprintf("(?:%.*s)/(.*)", (int)ul, h->url);
+        char *pat = xasprintf("(?:%.*s%s)/(.*)", (int)ul, h->url, py_verbose(h->url, ul) ? "\n" : "");
         re = re_py(pat, strlen(pat), 1, 1, em, sizeof em);
         free(pat);
         if (!re) return fail(c, url->line, "url '%s' is not a valid regular expression: %s", QS(qb, h->url), em);
@@ -1352,6 +1482,7 @@ static int build_part(ctx *c, const ynode *root, part *p, int in_include)
 static int load_tree(ctx *c, const char *text, size_t len, const vspec *vs, ynode **root, int is_app)
 {
     if (yaml_tree(c, text, len, root) < 0) return -1;
+    if (check_tabs(c, text, len) < 0) return -1;
     if (!*root) {
         if (is_app) return fail(c, 1, "the file is empty; app.yaml needs at least a runtime");
         return 0;
@@ -1592,7 +1723,8 @@ static int compile_skip(ctx *c, app_config *cfg)
     buf b = BUF_INIT;
     char em[160];
     for (size_t i = 0; i < cfg->n_skip_files; i++)
-        buf_printf(&b, "%s(?:%s)", i ? "|" : "", cfg->skip_files[i]);
+        buf_printf(&b, "%s(?:%s%s)", i ? "|" : "", cfg->skip_files[i],
+                   py_verbose(cfg->skip_files[i], strlen(cfg->skip_files[i])) ? "\n" : "");
     if (!b.len) { buf_free(&b); return 0; }
     cfg->skip_re = re_py(b.data, b.len, 0, 1, em, sizeof em);
     buf_free(&b);
@@ -1800,7 +1932,18 @@ int appcfg_skipped(const app_config *cfg, const char *relpath)
     if (!md) return 0;
     int rc = pcre2_match(cfg->skip_re, (PCRE2_SPTR)relpath, strlen(relpath), 0, 0, md, NULL);
     pcre2_match_data_free(md);
-    return rc >= 0 || rc == PCRE2_ERROR_NOMEMORY;
+    return rc >= 0;
+}
+
+int appcfg_static_uploaded(const app_handler *h, const char *relpath)
+{
+    if (!h || h->kind == HANDLER_SCRIPT) return 0;
+    if (h->kind == HANDLER_STATIC_DIR || !h->upload_re) return 1;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (!md) return 0;
+    int rc = pcre2_match(h->upload_re, (PCRE2_SPTR)relpath, strlen(relpath), 0, 0, md, NULL);
+    pcre2_match_data_free(md);
+    return rc >= 0;
 }
 
 int appcfg_has_inbound(const app_config *cfg, const char *name)

@@ -104,6 +104,10 @@ int appcfg_skipped(const app_config *cfg, const char *relpath);
 int appcfg_has_inbound(const app_config *cfg, const char *name);
 /* Memory limit in MB for the config's instance_class (F1=384 ...; B classes too). */
 int appcfg_memory_mb(const app_config *cfg);
+/* 1 if static handler h may serve the app-relative file relpath: for
+ * static_files it must match the handler's upload pattern (App Engine uploads,
+ * and so serves, only those files); a static_dir serves its whole directory. */
+int appcfg_static_uploaded(const app_handler *h, const char *relpath);
 /* Seconds in an App Engine expiration ("4d 5h", "1d 30m 10s", "10" = 10 s);
  * -1 if malformed, -2 if absurdly large. */
 int64_t appcfg_parse_expiration(const char *s);

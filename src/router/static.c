@@ -4,8 +4,9 @@
  * The file path comes from the handler (static_files with \N groups
  * expanded, or static_dir plus the rest of the URL) and is opened with
  * openat2(RESOLVE_BENEATH) relative to the app directory, so no path, `..`
- * or symlink can reach outside it. Files excluded by skip_files are not
- * served (App Engine never uploads them). The response carries the MIME type
+ * or symlink can reach outside it. Files excluded by skip_files, and for
+ * static_files handlers files outside the `upload` pattern, are not served
+ * (App Engine never uploads them as static files). The response carries the MIME type
  * (handler mime_type or by extension), ETag and Last-Modified, Cache-Control
  * and Expires from expiration/default_expiration (App Engine's default is 10
  * minutes), the handler's http_headers, and honours conditional requests and
@@ -89,7 +90,8 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     char *rel = file_for(h, m);
     char *p = rel;
     while (*p == '/') p++;
-    if (!*p || has_dotdot(p) || appcfg_skipped(r->c.cfg, p)) {
+    if (!*p || has_dotdot(p) || appcfg_skipped(r->c.cfg, p) ||
+        (h->kind == HANDLER_STATIC_FILES && !appcfg_static_uploaded(h, p))) {
         free(rel);
         conn_send_error(c, 404, "The requested URL was not found on this server.");
         return;

@@ -117,6 +117,9 @@ class _LogHandler(logging.Handler):
 class _LogStream(io.TextIOBase):
     """A text stream whose lines become log lines (print(), wsgi.errors)."""
 
+    encoding = 'utf-8'
+    errors = 'backslashreplace'
+
     def __init__(self, name, level):
         self._name = name
         self._level = level
@@ -230,10 +233,16 @@ def setup(app_dir, site_dir, entry, multithread, debug):
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     _errors = _LogStream('wsgi.errors', logging.ERROR)
 
+    logging.captureWarnings(True)   # warnings.warn() -> logger py.warnings
     exc_class = _deadline_class()
-    _entry = _resolve(entry)
     sys.stdout = _LogStream('stdout', logging.INFO)
     sys.stderr = _LogStream('stderr', logging.WARNING)
+    try:
+        _entry = _resolve(entry)
+    except BaseException:
+        # the host prints the traceback: on the real stderr, not as log lines
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        raise
     _base_ctx = contextvars.copy_context()
     return exc_class
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -115,25 +116,29 @@ int main(int argc, char **argv)
     o.app_id = app_id && *app_id ? app_id : "-";
     log_init(2, lvl);
     raise_fd_limit();
-    /* SIGTERM/SIGINT are read from a signalfd by the event loop; block them
+    /* SIGTERM/SIGINT are read from a signalfd by the epoll leader; block them
      * before any thread exists so that no thread is killed by them. */
     sigset_t ss;
     sigemptyset(&ss);
     sigaddset(&ss, SIGTERM);
     sigaddset(&ss, SIGINT);
     pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    signal(SIGPIPE, SIG_IGN);       /* a closed log pipe or peer is an error value, not death */
 
     char err[512];
     int64_t t0 = now_us();
+    /* Once the interpreter exists the process leaves with _exit(): the
+     * interpreter is never finalised (its threads may be anywhere), and its
+     * memory is the kernel's to reclaim, not a leak checker's to report. */
     if (wsgi_start(&o, err, sizeof err) < 0) {
         log_error("pyrt", "app=%s msg=%s", log_q(o.app_id), log_q(err));
-        return PYRT_EXIT_START;
+        _exit(PYRT_EXIT_START);
     }
     log_info("pyrt", "app=%s msg=\"app loaded\" entry=%s ms=%.1f", log_q(o.app_id), log_q(o.entry),
              (double)(now_us() - t0) / 1000.0);
     if (server_run(&o, err, sizeof err) < 0) {
         log_error("pyrt", "app=%s msg=%s", log_q(o.app_id), log_q(err));
-        return PYRT_EXIT_START;
+        _exit(PYRT_EXIT_START);
     }
-    return 0;
+    _exit(0);
 }

@@ -3,16 +3,16 @@
  * manager).
  *
  *   main.c      command line, start-up order, exit codes
- *   server.c    Unix socket, one epoll I/O thread that frames requests, a work
- *               queue, and the worker threads that run them
+ *   server.c    Unix socket; worker threads that take turns waiting in epoll
+ *               (leader/followers), frame requests and run them
  *   wsgi.c      the embedded interpreter: start-up, the WSGI environ, the
  *               responder object that frames the HTTP response
  *   deadline.c  per-request deadlines: DeadlineExceededError, then exit
  *   glue.c/py   the Python half (sys.path, os.environ, logging, serve())
  *
- * Ownership of a connection is passed, never shared: the I/O thread owns it
- * while waiting for bytes, a worker owns it from the moment a whole request
- * (head and body) is buffered until its response is written. */
+ * Ownership of a connection is passed, never shared: epoll holds it (armed
+ * EPOLLONESHOT) while it waits for bytes; the thread that wakes for it owns
+ * it until it is re-armed or closed. */
 #ifndef CZ_PYRT_H
 #define CZ_PYRT_H
 
@@ -49,8 +49,6 @@ typedef struct pyrt_conn {
     buf in;                     /* bytes read, the current request at the front */
     http_request req;           /* parsed head of that request (points into in) */
     size_t need;                /* head + body bytes of that request */
-    uint64_t id;
-    struct pyrt_conn *next;     /* work queue link */
 } pyrt_conn;
 
 /* Provided by glue.c. */

@@ -1,17 +1,17 @@
 /* server.c - the Python runtime's HTTP/1.1 server on a Unix socket.
  *
- * The main thread runs an epoll loop over the listening socket, a signalfd
- * (SIGTERM/SIGINT: drain and exit) and every idle connection, each armed
- * EPOLLONESHOT. When a connection is readable the loop reads what is there,
- * parses the request head (src/http/http.h) and waits until the body
- * (Content-Length) is buffered too; then the connection goes on the work
- * queue and leaves the loop's hands. A worker thread pops it, runs the
- * request in Python (wsgi_handle), writes the response, and then either
- * serves the next pipelined request already in the buffer, re-arms the
- * connection in epoll, or closes it. So requests on one connection are
- * answered in order, different connections run concurrently on up to
- * --threads workers (one worker when the app is not threadsafe), and the
- * event loop never holds the GIL. */
+ * Leader/followers: the worker threads take turns waiting in epoll_wait over
+ * the listening socket, a signalfd (SIGTERM/SIGINT: drain and exit) and every
+ * idle connection (each armed EPOLLONESHOT, so exactly one thread owns a
+ * connection at a time). The leader accepts connections and reads bytes
+ * until some connection holds a whole request (head parsed by src/http/http.h
+ * and Content-Length bytes of body); it then hands leadership to a follower
+ * and runs that request itself (wsgi_handle), so a request costs no thread
+ * hand-off. After the response it serves the next pipelined request already
+ * buffered, or re-arms the connection, or closes it, and queues up to lead
+ * again. Requests on one connection are answered in order; different
+ * connections run concurrently on up to --threads workers (one when the app
+ * is not threadsafe). No thread holds the GIL while waiting or writing. */
 #include "runtime/pyrt.h"
 
 #include <errno.h>
@@ -37,10 +37,9 @@ static struct {
     const pyrt_opts *o;
     int lfd, ep, sfd;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pyrt_conn *qhead, *qtail;
-    int pending;                /* requests queued or running */
-    uint64_t next_id;
+    pthread_cond_t cv;          /* a follower waits here to lead */
+    int leader;                 /* a thread is in epoll_wait */
+    int pending;                /* requests running */
 } srv;
 
 static char tag_listen, tag_signal;
@@ -131,15 +130,75 @@ static void rearm(pyrt_conn *c)
     }
 }
 
-static void enqueue(pyrt_conn *c)
+static void finish_request(void)
 {
     pthread_mutex_lock(&srv.mu);
-    c->next = NULL;
-    if (srv.qtail) srv.qtail->next = c; else srv.qhead = c;
-    srv.qtail = c;
-    srv.pending++;
-    pthread_cond_signal(&srv.cv);
+    srv.pending--;
     pthread_mutex_unlock(&srv.mu);
+}
+
+/* Read what the connection has; 1 when a whole request is buffered (the
+ * caller now owns it), 0 when it went back to epoll or was closed. */
+static int on_readable(pyrt_conn *c)
+{
+    int eof = 0;
+    for (;;) {
+        buf_reserve(&c->in, 16384);
+        ssize_t r = read(c->fd, buf_wp(&c->in), buf_room(&c->in));
+        if (r > 0) { c->in.len += (size_t)r; if ((size_t)r < 16384) break; continue; }
+        if (r == 0) { eof = 1; break; }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        eof = 1;
+        break;
+    }
+    int rc = frame(c);
+    if (rc > 0) return 1;
+    if (rc < 0 || eof) conn_free(c);
+    else rearm(c);
+    return 0;
+}
+
+static void on_accept(void)
+{
+    for (;;) {
+        int fd = accept4(srv.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("pyrt", "app=%s msg=\"accept failed\" err=%s", log_q(srv.o->app_id), log_q(strerror(errno)));
+            return;
+        }
+        pyrt_conn *c = xcalloc(1, sizeof *c);
+        c->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
+        if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, fd, &ev) < 0) conn_free(c);
+    }
+}
+
+static void drain_and_exit(int signo);
+
+/* Lead until some connection holds a whole request; return it. */
+static pyrt_conn *lead(void)
+{
+    for (;;) {
+        struct epoll_event ev;
+        int n = epoll_wait(srv.ep, &ev, 1, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            log_error("pyrt", "app=%s msg=\"epoll_wait failed\" err=%s", log_q(srv.o->app_id), log_q(strerror(errno)));
+            _exit(PYRT_EXIT_START);
+        }
+        if (n == 0) continue;
+        void *p = ev.data.ptr;
+        if (p == &tag_listen) { on_accept(); continue; }
+        if (p == &tag_signal) {
+            struct signalfd_siginfo si;
+            if (read(srv.sfd, &si, sizeof si) == (ssize_t)sizeof si) drain_and_exit((int)si.ssi_signo);
+            continue;
+        }
+        if (on_readable(p)) return p;
+    }
 }
 
 static void *worker_main(void *arg)
@@ -148,10 +207,16 @@ static void *worker_main(void *arg)
     void *w = wsgi_worker_init(slot);
     for (;;) {
         pthread_mutex_lock(&srv.mu);
-        while (!srv.qhead) pthread_cond_wait(&srv.cv, &srv.mu);
-        pyrt_conn *c = srv.qhead;
-        srv.qhead = c->next;
-        if (!srv.qhead) srv.qtail = NULL;
+        while (srv.leader) pthread_cond_wait(&srv.cv, &srv.mu);
+        srv.leader = 1;
+        pthread_mutex_unlock(&srv.mu);
+
+        pyrt_conn *c = lead();
+
+        pthread_mutex_lock(&srv.mu);             /* a follower leads while we work */
+        srv.leader = 0;
+        srv.pending++;
+        pthread_cond_signal(&srv.cv);
         pthread_mutex_unlock(&srv.mu);
 
         for (;;) {
@@ -167,49 +232,9 @@ static void *worker_main(void *arg)
             rearm(c);
             break;
         }
-        pthread_mutex_lock(&srv.mu);
-        srv.pending--;
-        pthread_cond_broadcast(&srv.cv);
-        pthread_mutex_unlock(&srv.mu);
+        finish_request();
     }
     return NULL;
-}
-
-static void on_readable(pyrt_conn *c)
-{
-    int eof = 0;
-    for (;;) {
-        buf_reserve(&c->in, 16384);
-        ssize_t r = read(c->fd, buf_wp(&c->in), buf_room(&c->in));
-        if (r > 0) { c->in.len += (size_t)r; if ((size_t)r < 16384) break; continue; }
-        if (r == 0) { eof = 1; break; }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        eof = 1;
-        break;
-    }
-    int rc = frame(c);
-    if (rc > 0) { enqueue(c); return; }
-    if (rc < 0 || eof) { conn_free(c); return; }
-    rearm(c);
-}
-
-static void on_accept(void)
-{
-    for (;;) {
-        int fd = accept4(srv.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("pyrt", "app=%s msg=\"accept failed\" err=%s", log_q(srv.o->app_id), log_q(strerror(errno)));
-            return;
-        }
-        pyrt_conn *c = xcalloc(1, sizeof *c);
-        c->fd = fd;
-        c->id = ++srv.next_id;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
-        if (epoll_ctl(srv.ep, EPOLL_CTL_ADD, fd, &ev) < 0) conn_free(c);
-    }
 }
 
 static int listen_unix(const char *path, char *err, size_t errlen)
@@ -238,7 +263,8 @@ static int listen_unix(const char *path, char *err, size_t errlen)
     return fd;
 }
 
-/* Stop accepting, let queued and running requests finish (up to 30 s). */
+/* Stop accepting, let running requests finish (up to 30 s), exit 0. Runs
+ * in the leader, so no new request starts meanwhile. */
 static void drain_and_exit(int signo)
 {
     log_info("pyrt", "app=%s msg=\"stopping\" signal=%d", log_q(srv.o->app_id), signo);
@@ -262,7 +288,6 @@ int server_run(const pyrt_opts *o, char *err, size_t errlen)
     srv.o = o;
     pthread_mutex_init(&srv.mu, NULL);
     pthread_cond_init(&srv.cv, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     sigset_t ss;
     sigemptyset(&ss);
@@ -271,17 +296,6 @@ int server_run(const pyrt_opts *o, char *err, size_t errlen)
     pthread_sigmask(SIG_BLOCK, &ss, NULL);  /* main() blocked them before any thread started */
     srv.sfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
     if (srv.sfd < 0) { set_err(err, errlen, "cannot create a signalfd: %s", strerror(errno)); return -1; }
-
-    int nworkers = o->threadsafe ? o->threads : 1;
-    for (int i = 0; i < nworkers; i++) {
-        pthread_t t;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &at, worker_main, (void *)(intptr_t)i);
-        pthread_attr_destroy(&at);
-        if (rc) { set_err(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc)); return -1; }
-    }
 
     srv.ep = epoll_create1(EPOLL_CLOEXEC);
     if (srv.ep < 0) { set_err(err, errlen, "cannot create an epoll instance: %s", strerror(errno)); return -1; }
@@ -293,24 +307,18 @@ int server_run(const pyrt_opts *o, char *err, size_t errlen)
         set_err(err, errlen, "cannot watch the listening socket: %s", strerror(errno));
         return -1;
     }
+    int nworkers = o->threadsafe ? o->threads : 1;
     log_info("pyrt", "app=%s msg=\"listening\" socket=%s workers=%d threadsafe=%d",
              log_q(o->app_id), log_q(o->socket_path), nworkers, o->threadsafe);
-
-    struct epoll_event events[128];
-    for (;;) {
-        int n = epoll_wait(srv.ep, events, 128, -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            set_err(err, errlen, "epoll_wait failed: %s", strerror(errno));
-            return -1;
-        }
-        for (int i = 0; i < n; i++) {
-            void *p = events[i].data.ptr;
-            if (p == &tag_listen) on_accept();
-            else if (p == &tag_signal) {
-                struct signalfd_siginfo si;
-                if (read(srv.sfd, &si, sizeof si) == (ssize_t)sizeof si) drain_and_exit((int)si.ssi_signo);
-            } else on_readable(p);
-        }
+    for (int i = 1; i < nworkers; i++) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &at, worker_main, (void *)(intptr_t)i);
+        pthread_attr_destroy(&at);
+        if (rc) { set_err(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc)); return -1; }
     }
+    worker_main((void *)(intptr_t)0);          /* the main thread is worker 0 */
+    return 0;
 }

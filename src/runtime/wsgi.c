@@ -468,6 +468,19 @@ static PyObject *rt_init(void)
 
 /* ---- start-up ------------------------------------------------------------ */
 
+/* Flush Python's own stdout/stderr (PyErr_Print writes through them); the
+ * process may then leave with _exit(). */
+static void flush_py_stdio(void)
+{
+    const char *names[] = {"stderr", "stdout"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PySys_GetObject(names[i]);    /* borrowed */
+        PyObject *r = f && f != Py_None ? PyObject_CallMethod(f, "flush", NULL) : NULL;
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+}
+
 static int status_err(PyStatus st, const char *what, char *err, size_t errlen)
 {
     if (!PyStatus_Exception(st)) return 0;
@@ -520,6 +533,7 @@ int wsgi_start(const pyrt_opts *o, char *err, size_t errlen)
     Py_XDECREF(code);
     if (!res) {
         PyErr_Print();
+        flush_py_stdio();
         set_err(err, errlen, "the runtime's Python glue failed to load");
         return -1;
     }
@@ -530,7 +544,7 @@ int wsgi_start(const pyrt_opts *o, char *err, size_t errlen)
                                         o->threadsafe, o->debug) : NULL;
     if (!res) {
         PyErr_Print();
-        fflush(stderr);
+        flush_py_stdio();
         set_err(err, errlen, "the app's entry point %s failed to load (traceback above)", o->entry);
         return -1;
     }
@@ -544,6 +558,7 @@ int wsgi_start(const pyrt_opts *o, char *err, size_t errlen)
     py.wsgi_version = Py_BuildValue("(ii)", 1, 0);
     if (!py.serve || !py.bytesio || !py.empty_bytes || !py.wsgi_version) {
         PyErr_Print();
+        flush_py_stdio();
         set_err(err, errlen, "the runtime's Python glue is incomplete");
         return -1;
     }

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, SANITIZER_MARKS
 
 PYRT = os.path.join(BIN, "cyclozzo-pyrt")
 VENV_TOOL = os.path.join(BIN, "cyclozzo-venv")
@@ -70,7 +70,8 @@ class Runtime:
         raise TimeoutError(f"runtime not listening after {timeout}s:\n{self.log()}")
 
     def log(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         return self.log_path.read_text(errors="replace")
 
     def conn(self):
@@ -89,6 +90,10 @@ class Runtime:
                 self.proc.kill()
                 self.proc.wait()
         self.logf.close()
+        log = self.log_path.read_text(errors="replace")
+        for mark in SANITIZER_MARKS:             # SAN builds: no sanitizer reports
+            i = log.find(mark)
+            assert i < 0, log[max(0, i - 200):i + 3000]
 
 
 class Response:
@@ -205,8 +210,10 @@ def tree(d):
 
 
 ECHO_APP = """
-import io, json, os, sys, threading, time, logging
+import io, json, os, sys, threading, time, logging, warnings
 
+print('import-time-print')
+warnings.warn('import-time-warning')
 closed = []
 
 class Body:
@@ -269,6 +276,20 @@ def app(environ, start_response):
         time.sleep(float(environ['QUERY_STRING']))
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return [b'slept']
+    if path == '/big':
+        n = int(environ['QUERY_STRING'])
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return [bytes(range(256)) * (n // 256)]
+    if path == '/biggen':
+        n = int(environ['QUERY_STRING'])
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (bytes(range(256)) * 256 for _ in range(n))
+    if path == '/short':
+        start_response('200 OK', [('Content-Length', '10')])
+        return [b'12345']
+    if path == '/long':
+        start_response('200 OK', [('Content-Length', '3')])
+        return [b'12345']
     if path == '/import':
         import helper
         start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -367,6 +388,9 @@ def test_logging_is_captured_per_request(echo):
     assert line and 'rid="req-log-77"' in line[0] and "level=warn" in line[0]
     assert 'app="dev~guestbook"' in line[0]
     assert any("print-marker" in l and 'rid="req-log-77"' in l for l in log.splitlines())
+    # import-time output is logged too (outside any request: rid "-")
+    assert any('rid="-"' in l and 'msg="import-time-print"' in l for l in log.splitlines())
+    assert any('logger="py.warnings"' in l and "import-time-warning" in l for l in log.splitlines())
 
 
 def test_keepalive_and_pipelining(echo):
@@ -406,6 +430,24 @@ def test_chunked_and_length_framing(echo):
         r = c.request("GET", "/gen", version="HTTP/1.0")
         assert r.header("Transfer-Encoding") is None
         assert r.body == b"part0;part1;part2;part3;part4;"
+
+
+def test_large_bodies_and_content_length_mismatch(echo):
+    with echo.conn() as c:
+        r = c.request("GET", "/big?3000000")
+        assert r.header("Content-Length") == str(3000000 // 256 * 256)
+        assert r.body == bytes(range(256)) * (3000000 // 256)
+        r = c.request("GET", "/biggen?40")
+        assert r.header("Transfer-Encoding") == "chunked" and r.body == bytes(range(256)) * 256 * 40
+        body = os.urandom(2_000_000)
+        r = c.request("POST", "/echo", body=body)
+        assert r.json()["body"].encode("latin-1") == body
+        r = c.request("GET", "/long")            # never more than the declared length
+        assert r.body == b"123" and r.header("Connection") == "close"
+    with echo.conn() as c:
+        c.send(Conn.build("GET", "/short"))     # fewer bytes: the connection closes
+        with pytest.raises(EOFError):
+            c.read_response()
 
 
 def test_scripts_are_imported_once_and_cached(echo):

@@ -90,6 +90,9 @@ handlers:
   static_files: robots.txt
   upload: robots\\.txt
   mime_type: text/x-robots
+- url: /files/(.*)
+  static_files: \\1
+  upload: images/.*\\.png
 - url: /secret
   static_files: secret.txt
   upload: secret\\.txt
@@ -246,6 +249,13 @@ def test_static_never_escapes(app, path):
     status = int(resp.split(b" ", 2)[1])
     assert status in (400, 404), resp[:200]
     assert b"outside the app" not in resp and b"runtime:" not in resp and b"root:" not in resp
+
+
+def test_static_files_serve_only_uploaded_files(app):
+    base, appdir, env, port = app
+    assert requests.get(base + "/files/images/logo.png").status_code == 200
+    assert requests.get(base + "/files/app.yaml").status_code == 404
+    assert requests.get(base + "/files/echo.py").status_code == 404
 
 
 def test_skip_files_not_served(app):
