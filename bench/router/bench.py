@@ -140,8 +140,14 @@ def nthreads(pid):
         return 0
 
 
-def cpu_ticks(pids):
-    return sum((proc_stat(p) or (0, 0))[1] for p in pids)
+def cpu_by_pid(pids):
+    """{pid: utime+stime ticks} of the live pids."""
+    out = {}
+    for p in pids:
+        st = proc_stat(p)
+        if st:
+            out[p] = st[1]
+    return out
 
 
 def mem_of(pid):
@@ -775,14 +781,22 @@ def bench(r, args, server_cpus, wrk_cpus, nginx_workers, static_body):
                         continue
                     raise BenchError(w["failed"])
                 served[stacks[0].name] = served.get(stacks[0].name, 0) + w["requests"]
-            t0 = cpu_ticks(pids)
+            t0 = cpu_by_pid(pids)
             res = run_wrk(r, port, path, args.duration, args, wrk_cpus)
-            ticks = cpu_ticks(pids) - t0
+            if cz:
+                adopt_cyclozzo(cz)   # an instance started (or restarted) during the run
+            t1 = cpu_by_pid(set().union(*(s.pids() for s in stacks)))
+            ticks = sum(t1[p] - t0.get(p, 0) for p in t1)
+            exited = [p for p in t0 if p not in t1]
             if not stacks_alive(stacks, port, dead, when):
                 continue    # numbers of a run the server did not survive mean nothing
             if "failed" in res:
                 raise BenchError(res["failed"])
             res["server_cpu_s"] = ticks / CLK_TCK
+            res["procs_exited"] = len(exited)
+            if exited:
+                log(f"{len(exited)} process(es) of {name} exited during run {i + 1} "
+                    f"(pids {exited}): its cpu/req misses their CPU time")
             res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
             res["cpu_us_per_req"] = res["server_cpu_s"] * 1e6 / max(1, res["requests"])
             res["loadavg1"] = load
@@ -911,10 +925,11 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
         s = {"rps": statistics.median(rps), "p50": med(runs, "lat_p50_us"),
              "p99": med(runs, "lat_p99_us"), "cpu": med(runs, "cpu_us_per_req"),
              "errors": sum(x["errors"] for x in runs), "wrk": med(runs, "wrk_cpu_frac"),
-             "n": len(runs)}
+             "n": len(runs), "exits": sum(x.get("procs_exited", 0) for x in runs)}
         summary[(half, name)] = s
         p(f"{half:6} {name:24} {len(runs):4d} {s['rps']:9.0f} {f'({min(rps):.0f}..{max(rps):.0f})':>17} "
-          f"{fmt_us(s['p50']):>8} {fmt_us(s['p99']):>8} {s['cpu']:6.1f}us "
+          f"{fmt_us(s['p50']):>8} {fmt_us(s['p99']):>8} {s['cpu']:6.1f}" +
+          ("u*" if s["exits"] else "us") + " "
           f"{heads[(half, name)]:6d} {s['errors']:6.0f} {s['wrk'] * 100:6.0f}%")
     p()
     if cz:
@@ -954,6 +969,9 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
         for k, v in grow.items()) + " (an access log line is ~100-200 bytes)")
     for msg in dead.values():
         p("STOPPED: " + msg)
+    if any(s["exits"] for s in summary.values()):
+        p("u*: processes of that stack exited during a run (an instance restart?); "
+          "their CPU time is missing from cpu/req")
     loads = [x["loadavg1"] for runs in results.values() for x in runs] or [0.0]
     p(f"1-min load average at run starts: {min(loads):.2f}..{max(loads):.2f} "
       f"(other work on the machine skews every number; compare cpu/req too)")
