@@ -105,6 +105,10 @@ void api_register_all(api_server *srv, const char *home);
 /* capability_service (capability.c): IsEnabled answers ENABLED for all. */
 void capability_register(api_server *srv, const char *home);
 
+/* datastore_v3 (datastore_v3.c): Get, Put, Delete, AllocateIds, transactions
+ * and queries over the datastore in home/datastore/. */
+void datastore_v3_register(api_server *srv, const char *home);
+
 /* The protocol engine of one connection, without sockets (the socket layer,
  * the unit tests and the fuzzer all drive it). Feed it the bytes received;
  * it appends every complete response to out, running API calls inline.

@@ -8,12 +8,15 @@
 #include "api/memcache.h"
 #include "api/users.h"
 
+void datastore_v3_register(api_server *srv, const char *home);   /* datastore_v3.c */
+
 void api_register_all(api_server *srv, const char *home)
 {
     /* capability_service (capability.c) */
     capability_register(srv, home);
 
-    /* datastore_v3: datastore_v3_register(srv, home); goes here. */
+    /* datastore_v3 (datastore_v3.c; queries from datastore/query_api.c) */
+    datastore_v3_register(srv, home);
 
     /* memcache (memcache.c: in-process store, memcache_store.c) */
     memcache_register(srv, home);

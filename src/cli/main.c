@@ -1,8 +1,9 @@
 /* main.c - the `cyclozzo` command line.
  *
- *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]
+ *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
+ *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
  *   cyclozzo --help | --version
  *
  * Flags follow the original Cyclozzo command line. Each command is a small
@@ -18,6 +19,7 @@
 
 #include "cli/serve.h"
 #include "cli/state.h"
+#include "cli/usercmd.h"
 #include "core/util.h"
 
 #define CYCLOZZO_VERSION "1.0.0-dev"
@@ -27,9 +29,12 @@ static void usage(FILE *f)
     fprintf(f,
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
-        "                               [--threads N]\n"
+        "                               [--threads N] [--dev]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
+        "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
+        "  cyclozzo --remove-user EMAIL\n"
+        "  cyclozzo --list-users\n"
         "  cyclozzo --help | --version\n"
         "\n"
         "  --start application  validate DIR/app.yaml, prepare the app and serve it on\n"
@@ -37,6 +42,12 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --dev                development sign-in: any email address signs in at\n"
+        "                       /_ah/login without a password (never on a shared host)\n"
+        "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
+        "                       the password is asked twice, or read from stdin\n"
+        "  --remove-user EMAIL  delete an account\n"
+        "  --list-users         list accounts: email, administrator, user id\n"
         "\n"
         "Data and state live under $CYCLOZZO_HOME (default ~/.cyclozzo, or\n"
         "/var/lib/cyclozzo for root).\n");
@@ -44,7 +55,9 @@ static void usage(FILE *f)
 
 typedef struct {
     const char *start, *stop, *dir, *host;
-    int port, status, foreground, threads;
+    int port, status, foreground, threads, dev;
+    const char *add_user, *remove_user;
+    int list_users, admin, password_stdin;
 } cli_opts;
 
 static int need_value(int i, int argc, char **argv)
@@ -159,6 +172,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--version")) { printf("cyclozzo %s\n", CYCLOZZO_VERSION); return 0; }
         else if (!strcmp(a, "--status")) o.status = 1;
         else if (!strcmp(a, "--foreground")) o.foreground = 1;
+        else if (!strcmp(a, "--dev")) o.dev = 1;
+        else if (!strcmp(a, "--admin")) o.admin = 1;
+        else if (!strcmp(a, "--password-stdin")) o.password_stdin = 1;
+        else if (!strcmp(a, "--list-users")) o.list_users = 1;
+        else if (!strcmp(a, "--add-user")) { if (!need_value(i, argc, argv)) return 2; o.add_user = argv[++i]; }
+        else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
@@ -170,6 +189,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if ((o.admin || o.password_stdin) && !o.add_user) {
+        fprintf(stderr, "cyclozzo: %s goes with --add-user EMAIL\n", o.admin ? "--admin" : "--password-stdin");
+        return 2;
+    }
+    if (o.dev && !o.start) {
+        fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
+        return 2;
+    }
+    if (o.add_user) return usercmd_add(o.add_user, o.admin, o.password_stdin);
+    if (o.remove_user) return usercmd_remove(o.remove_user);
+    if (o.list_users) return usercmd_list();
     if (o.status) return cmd_status();
     if (o.stop) return cmd_stop(&o);
     if (o.start) {
@@ -182,7 +212,7 @@ int main(int argc, char **argv)
             return 2;
         }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
-                         .threads = o.threads, .exe = "/proc/self/exe"};
+                         .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev};
         return serve_app(&so);
     }
     usage(stderr);

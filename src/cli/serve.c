@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "datastore/query.h"
 #include "api/ticket.h"
 #include "appcfg/appyaml.h"
 #include "cli/state.h"
@@ -31,6 +32,7 @@
 #include "instance/manager.h"
 #include "instance/venv.h"
 #include "router/router.h"
+#include "users/login.h"
 
 void api_register_all(api_server *srv, const char *home);
 
@@ -112,9 +114,14 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     signal(SIGPIPE, SIG_IGN);
 
     api_server *api = NULL;
+    users_ctx *users = NULL;
     instmgr *im = NULL;
     router *rt = NULL;
     int rc = 1;
+
+    /* Composite indexes of the app's index.yaml, built before serving (the
+     * mode, auto or required, is the one set with cz-indexes). */
+    if (dsq_configure_home(home, app_id, cfg->dir, -1, err, sizeof err) < 0) goto fail;
 
     /* API server: every service, on a private loopback port. */
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
@@ -142,10 +149,13 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     if (ticket_key_load(home, &mt.key, err, sizeof err) < 0) goto fail_free;
     mt.app_id = app_id;
     mt.version = ic.version;
+    users = users_ctx_new(home, o->dev, err, sizeof err);
+    if (!users) goto fail_free;
+    if (o->dev) log_warn("serve", "app=%s msg=\"development sign-in: any email signs in without a password\"", project);
     router_config rc_ = {
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
-        .mint_ticket = mint_for_request, .mint_arg = &mt,
+        .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
@@ -186,6 +196,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     router_free(rt);
     instmgr_stop(im);
     api_server_stop(api);
+    users_ctx_free(users);
     free(run_dir);
     free(pyrt);
     log_info("serve", "app=%s msg=\"stopped\"", project);
@@ -194,6 +205,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
 fail_free:
     if (rt) router_free(rt);
     if (im) instmgr_stop(im);
+    users_ctx_free(users);
     free(run_dir);
     free(pyrt);
 fail:

@@ -59,7 +59,21 @@ static int parse(const char *path, app_state *s)
     return s->pid > 0 && s->port > 0 ? 0 : -1;
 }
 
-static int alive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+/* A daemon killed with -9 may linger as a zombie until its new parent reaps
+ * it: that is not a running app. */
+static int alive(pid_t pid)
+{
+    if (kill(pid, 0) < 0 && errno != EPERM) return 0;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
 
 int state_read_port(int port, app_state *s)
 {

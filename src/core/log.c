@@ -42,9 +42,9 @@ void logf_(log_level lvl, const char *comp, const char *fmt, ...)
 
 const char *log_q(const char *s)
 {
-    static __thread char bufs[4][512];
+    static __thread char bufs[8][512];
     static __thread int next;
-    char *b = bufs[next++ & 3];
+    char *b = bufs[next++ & 7];
     size_t o = 0;
     if (!s) s = "";
     b[o++] = '"';

@@ -26,7 +26,7 @@ void logf_(log_level lvl, const char *comp, const char *fmt, ...)
 #define log_error(comp, ...) logf_(LOG_ERROR, comp, __VA_ARGS__)
 
 /* Quote s for a logfmt value: returns a pointer to a thread-local buffer
- * (one of 4 rotating, each up to 512 bytes; longer values are truncated).
+ * (one of 8 rotating, each up to 512 bytes; longer values are truncated).
  * Quotes and backslashes are escaped, control bytes become \xNN. */
 const char *log_q(const char *s);
 

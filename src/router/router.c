@@ -28,13 +28,17 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <openssl/crypto.h>
+
 #include "core/log.h"
 #include "core/util.h"
+#include "users/session.h"
 
 #define HEAD_TIMEOUT_US   (20LL * 1000000)
 #define IDLE_TIMEOUT_US   (60LL * 1000000)
 #define BODY_TIMEOUT_US   (30LL * 1000000)
 #define READ_CHUNK        16384
+#define USERS_BODY_MAX    (64 * 1024)   /* a sign-in form is tiny */
 
 static int conn_progress(rconn *c);
 
@@ -70,6 +74,10 @@ static void reset_request(rconn *c)
     if (c->file_fd >= 0) { close(c->file_fd); c->file_fd = -1; }
     c->file_off = c->file_end = 0;
     c->head_start_us = 0;
+    c->has_user = 0;
+    c->users_page = 0;
+    free(c->u_query); free(c->u_host); free(c->u_origin);
+    c->u_query = c->u_host = c->u_origin = NULL;
 }
 
 void conn_close(rconn *c)
@@ -246,6 +254,14 @@ static int build_upstream_head(rconn *c, const http_request *req, const app_hand
         const http_header *hd = &req->headers[i];
         if (strn_case_eq(hd->name, hd->name_len, "x-forwarded-for")) { xff = hd->value; xff_len = hd->value_len; }
         if (is_stripped_header(hd)) continue;
+        if (r->c.users && strn_case_eq(hd->name, hd->name_len, "cookie")) {
+            /* The session cookie is the router's: the app never sees it. */
+            char *rest = xmalloc(2 * hd->value_len + 1);
+            size_t rl = users_cookie_without(hd->value, hd->value_len, USERS_COOKIE_NAME, rest);
+            if (rl) buf_printf(b, "Cookie: %s\r\n", rest);
+            free(rest);
+            continue;
+        }
         buf_append(b, hd->name, hd->name_len);
         buf_puts(b, ": ");
         buf_append(b, hd->value, hd->value_len);
@@ -268,9 +284,14 @@ static int build_upstream_head(rconn *c, const http_request *req, const app_hand
     buf_puts(b, "X-AppEngine-Country: ZZ\r\nX-AppEngine-Region: zz\r\nX-AppEngine-City: ?\r\n");
     buf_puts(b, "X-AppEngine-Https: off\r\n");
     buf_printf(b, "X-AppEngine-User-IP: %s\r\n", ip);
+    buf_puts(b, "X-AppEngine-Auth-Domain: " USERS_AUTH_DOMAIN "\r\n");
+    if (c->has_user)
+        buf_printf(b, "X-AppEngine-User-Email: %s\r\nX-AppEngine-User-Id: %s\r\nX-AppEngine-User-Nickname: %s\r\n"
+                   "X-AppEngine-User-Is-Admin: %d\r\n", c->user.email, c->user.id, c->user.nickname, c->user.admin);
     if (r->c.mint_ticket) {
-        router_reqinfo ri = {.request_log_id = c->log_id, .user_email = "", .user_id = "",
-                             .user_is_admin = 0, .deadline_s = r->c.deadline_s};
+        router_reqinfo ri = {.request_log_id = c->log_id, .user_email = c->has_user ? c->user.email : "",
+                             .user_id = c->has_user ? c->user.id : "",
+                             .user_is_admin = c->has_user && c->user.admin, .deadline_s = r->c.deadline_s};
         char ticket[1024];
         if (r->c.mint_ticket(r->c.mint_arg, &ri, ticket, sizeof ticket) == 0)
             buf_printf(b, "X-AppEngine-Api-Ticket: %s\r\n", ticket);
@@ -288,6 +309,78 @@ static void make_log_id(rconn *c)
              t->idx & 0xff, (unsigned long long)(t->seq & 0xffffffffULL));
 }
 
+/* The absolute URL of the request into url; 0, or -1 when it does not fit. */
+static int request_url(rconn *c, const http_request *req, char *url, size_t len)
+{
+    rthread *t = c->t;
+    int n = snprintf(url, len, "http://%.*s%.*s", req->host ? (int)req->host_len : (int)strlen(t->r->c.default_hostname),
+                     req->host ? req->host : t->r->c.default_hostname, (int)req->target_len, req->target);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* A page the router made: status, extra head lines (CRLF-terminated), HTML body. */
+static void conn_send_page(rconn *c, int status, const char *head, size_t head_len, const char *body, size_t body_len)
+{
+    rthread *t = c->t;
+    thread_date(t);
+    c->status = status;
+    buf_reset(&c->out);
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nServer: Cyclozzo\r\n%s", status, http_reason(status), t->date);
+    buf_append(&c->out, head, head_len);
+    if (body_len) buf_puts(&c->out, "Content-Type: text/html; charset=utf-8\r\n");
+    buf_printf(&c->out, "Content-Length: %zu\r\n%s\r\n", body_len, c->close_after || !c->keep_alive ? "Connection: close\r\n" : "");
+    if (!c->is_head) buf_append(&c->out, body, body_len);
+    c->bytes_out = buf_unread(&c->out);
+    c->state = CS_SEND;
+}
+
+/* A signed-in user who is not an administrator asked for a login: admin URL. */
+static void refuse_non_admin(rconn *c, const http_request *req)
+{
+    char url[8192];
+    if (request_url(c, req, url, sizeof url) < 0) { conn_send_error(c, 414, NULL); return; }
+    buf body = BUF_INIT;
+    users_forbidden_page(&c->user, url, &body);
+    static const char head[] = "Cache-Control: no-store\r\n";
+    conn_send_page(c, 403, head, sizeof head - 1, buf_rp(&body), buf_unread(&body));
+    buf_free(&body);
+}
+
+/* /_ah/login or /_ah/logout, once its body (if any) is in c->upbody. */
+static void users_respond(rconn *c)
+{
+    router *r = c->t->r;
+    users_req rq = {
+        .method = c->method, .method_len = strlen(c->method),
+        .query = c->u_query, .query_len = c->u_query ? strlen(c->u_query) : 0,
+        .host = c->u_host, .host_len = c->u_host ? strlen(c->u_host) : 0,
+        .origin = c->u_origin, .origin_len = c->u_origin ? strlen(c->u_origin) : 0,
+        .body = buf_rp(&c->upbody), .body_len = buf_unread(&c->upbody),
+        .user = c->has_user ? &c->user : NULL,
+    };
+    users_resp resp;
+    memset(&resp, 0, sizeof resp);
+    users_handle(r->c.users, c->users_page, &rq, &resp);
+    conn_send_page(c, resp.status, buf_rp(&resp.head), buf_unread(&resp.head), buf_rp(&resp.body), buf_unread(&resp.body));
+    users_resp_free(&resp);
+    OPENSSL_cleanse(buf_rp(&c->upbody), buf_unread(&c->upbody));   /* the password */
+    buf_reset(&c->upbody);
+}
+
+/* The user the request's session cookie names, if it is valid. */
+static void find_user(rconn *c, const http_request *req)
+{
+    router *r = c->t->r;
+    c->has_user = 0;
+    if (!r->c.users) return;
+    int64_t now = wall_us() / 1000000;
+    for (size_t i = 0; i < req->nheaders && !c->has_user; i++) {
+        const http_header *hd = &req->headers[i];
+        if (strn_case_eq(hd->name, hd->name_len, "cookie"))
+            c->has_user = users_from_cookie(r->c.users, hd->value, hd->value_len, now, &c->user);
+    }
+}
+
 static void redirect_login(rconn *c, const http_request *req, const app_handler *h)
 {
     rthread *t = c->t;
@@ -297,9 +390,7 @@ static void redirect_login(rconn *c, const http_request *req, const app_handler 
     }
     /* continue=<absolute URL of this request>, percent-encoded. */
     char url[8192];
-    int n = snprintf(url, sizeof url, "http://%.*s%.*s", req->host ? (int)req->host_len : (int)strlen(t->r->c.default_hostname),
-                     req->host ? req->host : t->r->c.default_hostname, (int)req->target_len, req->target);
-    if (n < 0 || n >= (int)sizeof url) { conn_send_error(c, 414, NULL); return; }
+    if (request_url(c, req, url, sizeof url) < 0) { conn_send_error(c, 414, NULL); return; }
     buf loc = BUF_INIT;
     buf_puts(&loc, "/_ah/login?continue=");
     static const char hex[] = "0123456789ABCDEF";
@@ -349,6 +440,27 @@ static void on_head(rconn *c, const http_request *req)
         conn_send_error(c, 400, "Malformed request path.");
         return;
     }
+    find_user(c, req);
+    int page = r->c.users ? users_page(dpath, (size_t)dl) : USERS_PAGE_NONE;
+    if (page != USERS_PAGE_NONE) {
+        /* Served here, before the app's handlers; a POST's form is read first. */
+        free(dpath);
+        if (req->content_length > USERS_BODY_MAX) {
+            c->close_after = 1;
+            conn_send_error(c, 413, "A sign-in form is never this large.");
+            return;
+        }
+        c->users_page = page;
+        if (req->query) c->u_query = xstrndup(req->query, req->query_len);
+        if (req->host) c->u_host = xstrndup(req->host, req->host_len);
+        const http_header *og = http_find_header(req->headers, req->nheaders, "origin");
+        if (og) c->u_origin = xstrndup(og->value, og->value_len);
+        c->expect_continue = req->expect_continue;
+        if (c->expect_continue && (c->body_chunked || c->body_left > 0))
+            buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        c->state = CS_BODY;
+        return;
+    }
     app_match m;
     if (!appcfg_match(r->c.cfg, dpath, (size_t)dl, &m)) {
         free(dpath);
@@ -358,11 +470,11 @@ static void on_head(rconn *c, const http_request *req)
     }
     const app_handler *h = m.handler;
     c->handler = m.index;
-    if (h->login != LOGIN_OPTIONAL) {
-        /* No user session exists yet: every protected handler asks for a login. */
+    if (h->login != LOGIN_OPTIONAL && (!c->has_user || (h->login == LOGIN_ADMIN && !c->user.admin))) {
         free(dpath);
         c->discard_body = 1;
-        redirect_login(c, req, h);
+        if (c->has_user) refuse_non_admin(c, req);
+        else redirect_login(c, req, h);
         return;
     }
     if (h->kind != HANDLER_SCRIPT) {
@@ -389,6 +501,11 @@ static int read_body(rconn *c)
         if ((int64_t)n > c->body_left) n = (size_t)c->body_left;
         if (dst) buf_append(dst, buf_rp(&c->in), n);
         buf_consume(&c->in, n);
+        if (c->users_page && c->body_len + n > USERS_BODY_MAX) {
+            c->close_after = 1;
+            conn_send_error(c, 413, "A sign-in form is never this large.");
+            return -1;
+        }
         c->body_left -= (int64_t)n;
         c->body_len += n;
         return c->body_left == 0;
@@ -400,10 +517,10 @@ static int read_body(rconn *c)
         int k = http_chunked_feed(&c->ck, buf_rp(&c->in), buf_unread(&c->in), &used, &data, &dlen);
         if (k == HTTP_CHUNK_DATA) {
             c->body_len += dlen;
-            if (c->body_len > r->c.max_body) {
+            if (c->body_len > r->c.max_body || (c->users_page && c->body_len > USERS_BODY_MAX)) {
                 buf_consume(&c->in, used);
                 c->close_after = 1;
-                conn_send_error(c, 413, "The request body is larger than 32 MiB.");
+                conn_send_error(c, 413, c->users_page ? "A sign-in form is never this large." : "The request body is larger than 32 MiB.");
                 return -1;
             }
             if (dst) buf_append(dst, data, dlen);
@@ -422,6 +539,7 @@ static int read_body(rconn *c)
 static void body_complete(rconn *c)
 {
     if (c->discard_body) { c->state = CS_SEND; return; }
+    if (c->users_page) { users_respond(c); return; }
     buf_printf(&c->upreq, "Content-Length: %zu\r\n\r\n", buf_unread(&c->upbody));
     proxy_dispatch(c);
 }

@@ -44,6 +44,9 @@ typedef struct {
     /* Mints the API ticket for a request into out; returns 0 or -1. */
     int (*mint_ticket)(void *arg, const router_reqinfo *ri, char *out, size_t outlen);
     void *mint_arg;
+    /* The users service (src/users/login.h): session cookies, /_ah/login and
+     * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
+    struct users_ctx *users;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "http/http.h"
 #include "router/router.h"
+#include "users/login.h"
 
 enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE };
 
@@ -49,6 +50,12 @@ typedef struct rconn {
     int status;
     uint64_t bytes_out;
     int instance_id;
+
+    /* users service */
+    int has_user;                  /* a valid session cookie came with the request */
+    users_user user;
+    int users_page;                /* USERS_PAGE_LOGIN/LOGOUT: the router answers it */
+    char *u_query, *u_host, *u_origin; /* copies for the page (malloc'ed, may be NULL) */
 
     /* request body */
     int discard_body;              /* read the body and drop it (static, errors) */

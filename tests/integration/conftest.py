@@ -34,6 +34,11 @@ def wait_port(port, timeout=15.0, host="127.0.0.1"):
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+# True when the binaries under test were built with AddressSanitizer, whose
+# shadow memory makes absolute memory figures meaningless.
+with open(os.path.join(BIN, "cyclozzo"), "rb") as _f:
+    SANITIZED = b"__asan_init" in _f.read()
+
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 

@@ -144,3 +144,25 @@ def test_guestbook_starts_with_sdk_virtualenv(started, cz_env):
     r = requests.get(base + "/static/" + sorted(os.listdir(os.path.join(src, "static")))[0])
     assert r.status_code == 200
     assert sorted(os.listdir(src)) == before
+
+    # Signing works end to end: ndb put, memcache, users through the SDK.
+    r = requests.post(base + "/sign?guestbook_name=gb1", data={"content": "first post"}, allow_redirects=False)
+    assert r.status_code in (302, 303)
+    page = requests.get(base + "/?guestbook_name=gb1").text
+    assert "first post" in page and "Sign in" in page
+
+    # The greeting survives kill -9 of every Cyclozzo process.
+    port = base.rsplit(":", 1)[1]
+    st = cz("--status", env=cz_env).stdout
+    pid = int([l.split()[2] for l in st.splitlines() if l.split()[1:2] == [port]][0])
+    os.kill(pid, 9)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            requests.get(base + "/", timeout=1)
+        except requests.RequestException:
+            break
+        time.sleep(0.1)
+    cz("--start", "application", "--dir", src, "--port", port, env=cz_env, timeout=300)
+    assert "first post" in requests.get(base + "/?guestbook_name=gb1").text
+    assert sorted(os.listdir(src)) == before
