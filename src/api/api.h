@@ -125,4 +125,15 @@ void api_conn_free(api_conn *c);
  * service_data here. */
 void api_on_stop(api_server *srv, void (*fn)(void *), void *data);
 
+/* Named pointers shared between services of one server (not owned by the
+ * server: whoever shares a pointer frees it in its api_on_stop callback).
+ * datastore_v3 shares its kv engine as "kv" so that the task queue keeps its
+ * rows in the same engine; the task queue shares itself as "taskqueue". */
+void  api_share(api_server *srv, const char *name, void *p);
+void *api_shared(api_server *srv, const char *name);
+
+/* taskqueue (taskqueue.c): push and pull queues stored in the "kv" engine.
+ * Registered after datastore_v3. */
+void taskqueue_register(api_server *srv, const char *home);
+
 #endif

@@ -76,6 +76,12 @@ typedef struct cleanup {
     struct cleanup *next;
 } cleanup;
 
+typedef struct shared {
+    char *name;
+    void *p;
+    struct shared *next;
+} shared;
+
 struct api_server {
     char *home, *host, *app_id;
     int port_wanted, nthreads, idle_timeout_s;
@@ -95,6 +101,7 @@ struct api_server {
     sconn *conns;
     long nconns;
     cleanup *cleanups;           /* api_on_stop: run newest first */
+    shared *shares;              /* api_share: named pointers between services */
 };
 
 static uint32_t name_hash(const char *s, size_t sn, const char *m, size_t mn)
@@ -141,6 +148,24 @@ void api_register(api_server *srv, const char *service, const char *name,
     x->data = service_data;
     x->next = srv->buckets[h];
     srv->buckets[h] = x;
+}
+
+void api_share(api_server *srv, const char *name, void *p)
+{
+    for (shared *s = srv->shares; s; s = s->next)
+        if (!strcmp(s->name, name)) { s->p = p; return; }
+    shared *s = xcalloc(1, sizeof *s);
+    s->name = xstrdup(name);
+    s->p = p;
+    s->next = srv->shares;
+    srv->shares = s;
+}
+
+void *api_shared(api_server *srv, const char *name)
+{
+    for (shared *s = srv->shares; s; s = s->next)
+        if (!strcmp(s->name, name)) return s->p;
+    return NULL;
 }
 
 void api_on_stop(api_server *srv, void (*fn)(void *), void *data)
@@ -756,6 +781,11 @@ void api_server_stop(api_server *srv)
             free(x->name);
             free(x);
         }
+    for (shared *x = srv->shares, *nx; x; x = nx) {
+        nx = x->next;
+        free(x->name);
+        free(x);
+    }
     pthread_mutex_destroy(&srv->lock);
     memset(&srv->key, 0, sizeof srv->key);
     free(srv->home);

@@ -24,5 +24,9 @@ void api_register_all(api_server *srv, const char *home)
     /* user (users.c: login/logout URLs, GetOAuthUser) */
     users_register(srv, home);
 
+    /* taskqueue (taskqueue.c: rows in datastore_v3's kv engine, so after it;
+     * delivery by src/sched/scheduler.c in the daemon) */
+    taskqueue_register(srv, home);
+
     /* (further services: one block each, above this line) */
 }

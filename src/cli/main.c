@@ -1,6 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
+ *            [--no-sandbox]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -29,7 +30,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
-        "                               [--threads N] [--dev]\n"
+        "                               [--threads N] [--dev] [--no-sandbox]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -42,6 +43,8 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
+        "                       the host has no namespaces); see docs/sandbox.md\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
@@ -55,7 +58,7 @@ static void usage(FILE *f)
 
 typedef struct {
     const char *start, *stop, *dir, *host;
-    int port, status, foreground, threads, dev;
+    int port, status, foreground, threads, dev, no_sandbox;
     const char *add_user, *remove_user;
     int list_users, admin, password_stdin;
 } cli_opts;
@@ -172,6 +175,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--version")) { printf("cyclozzo %s\n", CYCLOZZO_VERSION); return 0; }
         else if (!strcmp(a, "--status")) o.status = 1;
         else if (!strcmp(a, "--foreground")) o.foreground = 1;
+        else if (!strcmp(a, "--no-sandbox")) o.no_sandbox = 1;
         else if (!strcmp(a, "--dev")) o.dev = 1;
         else if (!strcmp(a, "--admin")) o.admin = 1;
         else if (!strcmp(a, "--password-stdin")) o.password_stdin = 1;
@@ -212,7 +216,8 @@ int main(int argc, char **argv)
             return 2;
         }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
-                         .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev};
+                         .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
+                         .no_sandbox = o.no_sandbox};
         return serve_app(&so);
     }
     usage(stderr);

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
 #include "appcfg/appyaml.h"
@@ -32,6 +33,9 @@
 #include "instance/manager.h"
 #include "instance/venv.h"
 #include "router/router.h"
+#include "sched/cron.h"
+#include "sched/queueyaml.h"
+#include "sched/scheduler.h"
 #include "users/login.h"
 
 void api_register_all(api_server *srv, const char *home);
@@ -68,6 +72,12 @@ static int mint_for_request(void *arg, const router_reqinfo *ri, char *out, size
     memcpy(out, t, n + 1);
     free(t);
     return 0;
+}
+
+/* The router's check of the scheduler's X-Cyclozzo-Internal header. */
+static int verify_internal(void *arg, const char *v, size_t n)
+{
+    return sched_internal_verify(arg, v, n, wall_us() / 1000000);
 }
 
 static void *router_thread(void *arg)
@@ -131,6 +141,18 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
+    /* Task queues and cron: queue.yaml goes to the taskqueue service, both
+     * files to the scheduler (started once the router listens). */
+    tq_service *tqs = taskqueue_service(api);
+    tq_config *qcfg = queueyaml_load(cfg->dir, err, sizeof err);
+    if (!qcfg) goto fail;
+    cron_config *ccfg = cronyaml_load(cfg->dir, err, sizeof err);
+    if (!ccfg) { tq_config_free(qcfg); goto fail; }
+    if (tqs) taskqueue_configure(tqs, qcfg); else tq_config_free(qcfg);
+    static uint8_t internal_key[SCHED_KEY_LEN];
+    if (sched_internal_key(home, internal_key, err, sizeof err) < 0) { cron_config_free(ccfg); goto fail; }
+    scheduler *sch = NULL;
+
     char *run_dir = xasprintf("%s/run/%s-%d", home, project, o->port);
     char *pyrt = sibling_path(o->exe, "cyclozzo-pyrt");
     instmgr_config ic = {
@@ -143,6 +165,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
                          : cfg->scaling.min_instances > 0 ? cfg->scaling.min_instances : 1,
         .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
+        .no_sandbox = o->no_sandbox,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
     static minter mt;
@@ -156,6 +179,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
+        .verify_internal = verify_internal, .internal_arg = internal_key,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
@@ -167,6 +191,17 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     router_thread_arg rta = {.rt = rt};
     pthread_t rth;
     if (pthread_create(&rth, NULL, router_thread, &rta) != 0) { set_err(err, sizeof err, "cannot start the router"); goto fail_free; }
+    if (tqs) {
+        tq_config *qc = taskqueue_config_copy(tqs);
+        sched_config sc = {.store = taskqueue_store(tqs), .app_id = app_id, .queues = qc, .cron = ccfg,
+                           .router_host = o->host, .router_port = o->port, .home = home};
+        sch = scheduler_start(&sc, err, sizeof err);
+        tq_config_free(qc);
+        if (!sch) log_error("serve", "app=%s msg=\"task queues will not run\" reason=%s", project, log_q(err));
+        else taskqueue_set_wake(tqs, scheduler_wake, sch);
+    }
+    cron_config_free(ccfg);
+    ccfg = NULL;
 
     app_state st = {.pid = getpid(), .port = o->port, .started = wall_us() / 1000000,
                     .instances = instmgr_count(im)};
@@ -189,6 +224,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         int n = instmgr_count(im);
         if (n != st.instances) { st.instances = n; state_write(&st); }
     }
+    if (sch) {
+        taskqueue_set_wake(tqs, NULL, NULL);
+        scheduler_stop(sch);
+    }
     router_stop(rt);
     pthread_join(rth, NULL);
     rc = 0;
@@ -203,6 +242,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     return rc;
 
 fail_free:
+    cron_config_free(ccfg);
     if (rt) router_free(rt);
     if (im) instmgr_stop(im);
     users_ctx_free(users);

@@ -16,6 +16,7 @@ typedef struct {
     int foreground;
     int threads;        /* router threads, 0 = CPUs */
     const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
+    int no_sandbox;     /* run instances unconfined (--no-sandbox) */
     int dev;            /* development sign-in: any email, no password (--dev) */
 } serve_opts;
 

@@ -1,5 +1,12 @@
 /* manager.c - starts, watches and restarts instances. See manager.h.
  *
+ * Unless the operator asked for --no-sandbox, every instance starts inside
+ * the app's sandbox (sandbox.h): spawn() prepares its cgroup and socket
+ * directory, clones into new namespaces, and the child enters the sandbox
+ * right before execve. The pid the manager keeps is the sandbox's init,
+ * whose exit status carries the instance's; reap() asks the sandbox whether
+ * a rule was broken (memory, file size, seccomp) and logs it with the app.
+ *
  * All process bookkeeping happens on the manager thread; router threads only
  * touch the atomic fields (state, inflight, generation). Children get
  * PR_SET_PDEATHSIG(SIGKILL) against the manager thread, so a platform killed
@@ -26,6 +33,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "instance/sandbox.h"
 
 #define MAX_INSTANCES 64
 #define BACKOFF_MIN_US 500000
@@ -48,6 +56,7 @@ struct instmgr {
     char first_err[1024];
     int max_concurrent;
     char **base_env;            /* environment shared by all instances */
+    sandbox *sb;                /* NULL with --no-sandbox */
 };
 
 static void log_output_line(instmgr *m, instance *in, const char *line, size_t n)
@@ -146,8 +155,17 @@ static int spawn(instmgr *m, instance *in)
     char inst_id[64];
     snprintf(inst_id, sizeof inst_id, "%s-%d-%lld", m->app_short, in->id, (long long)(wall_us() / 1000000));
     in->is_unix = cfg->entrypoint == NULL;
+    if (m->sb) {
+        char err[512];
+        if (sandbox_prepare(m->sb, in->id, err, sizeof err) < 0) {
+            log_error("sandbox", "app=%s instance=%d msg=\"cannot start the instance\" reason=%s",
+                      m->app_short, in->id, log_q(err));
+            return -1;
+        }
+    }
     if (in->is_unix) {
-        snprintf(in->sock_path, sizeof in->sock_path, "%s/inst-%d.sock", m->c.run_dir, in->id);
+        if (m->sb) snprintf(in->sock_path, sizeof in->sock_path, "%s/s", sandbox_sock_dir(m->sb, in->id));
+        else snprintf(in->sock_path, sizeof in->sock_path, "%s/inst-%d.sock", m->c.run_dir, in->id);
         unlink(in->sock_path);
     } else {
         in->tcp_port = free_tcp_port();
@@ -173,8 +191,12 @@ static int spawn(instmgr *m, instance *in)
     }
     argv_rt[a] = NULL;
 
-    pid_t pid = fork();
-    if (pid < 0) { close(pfd[0]); close(pfd[1]); free_env(env); return -1; }
+    pid_t pid = m->sb ? sandbox_clone(m->sb, in->id) : fork();
+    if (pid < 0) {
+        log_error("instance", "app=%s instance=%d msg=\"cannot start the instance process\" reason=%s",
+                  m->app_short, in->id, log_q(strerror(errno)));
+        close(pfd[0]); close(pfd[1]); free_env(env); return -1;
+    }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         setpgid(0, 0);
@@ -186,6 +208,7 @@ static int spawn(instmgr *m, instance *in)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        if (m->sb) sandbox_enter(m->sb, in->id, cfg->dir);   /* returns in the instance only */
         if (chdir(cfg->dir) < 0) _exit(126);
         execve(argv_rt[0], (char *const *)argv_rt, env);
         dprintf(2, "cannot run %s: %s\n", argv_rt[0], strerror(errno));
@@ -266,6 +289,7 @@ static void reap(instmgr *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (m->sb) status = sandbox_status(status);
         int n = atomic_load(&m->ninst);
         for (int i = 0; i < n; i++) {
             instance *in = &m->inst[i];
@@ -278,6 +302,16 @@ static void reap(instmgr *m)
             char how[64];
             if (WIFEXITED(status)) snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(status));
             else snprintf(how, sizeof how, "signal %d", WTERMSIG(status));
+            if (m->sb) {
+                char why[512];
+                int broke = sandbox_explain(m->sb, in->id, status, why, sizeof why);
+                if (broke == 1)
+                    log_warn("sandbox", "app=%s instance=%d pid=%d msg=\"instance killed for breaking a sandbox rule\" %s",
+                             m->app_short, in->id, (int)pid, why);
+                else if (broke == 2)
+                    log_warn("sandbox", "app=%s instance=%d pid=%d msg=\"instance hit a sandbox limit\" %s",
+                             m->app_short, in->id, (int)pid, why);
+            }
             if (atomic_load(&m->stopping)) break;
             int64_t backoff = BACKOFF_MIN_US << (in->restarts < 6 ? in->restarts : 6);
             if (backoff > BACKOFF_MAX_US) backoff = BACKOFF_MAX_US;
@@ -382,10 +416,35 @@ instmgr *instmgr_new(const instmgr_config *c, char *err, size_t errlen)
         set_err(err, errlen, "cannot create %s: %s", c->run_dir, strerror(errno));
         return NULL;
     }
+    const char *tilde = strchr(c->app_id, '~');
+    sandbox *sb = NULL;
+    if (!c->no_sandbox) {
+        /* The program started: the runtime, or the entrypoint's first word. */
+        char exe[4096] = "";
+        if (cfg->entrypoint) {
+            const char *e = cfg->entrypoint;
+            while (*e == ' ' || *e == '\t') e++;
+            size_t k = strcspn(e, " \t");
+            if (k < sizeof exe) { memcpy(exe, e, k); exe[k] = 0; }
+        } else {
+            snprintf(exe, sizeof exe, "%s", c->pyrt_path);
+        }
+        int maxi = c->max_instances > c->min_instances ? c->max_instances : c->min_instances;
+        sandbox_config sc = {.app = tilde ? tilde + 1 : c->app_id, .app_dir = cfg->dir, .venv = c->venv,
+                             .run_dir = c->run_dir, .exe = exe, .memory_mb = appcfg_memory_mb(cfg),
+                             .max_instances = maxi < 1 ? 1 : maxi, .tmp_mb = c->tmp_mb};
+        sb = sandbox_new(&sc, err, errlen);
+        if (!sb) return NULL;
+        log_info("sandbox", "app=%s msg=\"instances are sandboxed\" uid=%u memory_mb=%d limits=%s",
+                 sc.app, sandbox_uid(sb), sc.memory_mb, log_q(sandbox_limits_kind(sb)));
+    } else {
+        log_warn("sandbox", "app=%s msg=\"instances run without the sandbox (--no-sandbox)\"",
+                 tilde ? tilde + 1 : c->app_id);
+    }
     instmgr *m = xcalloc(1, sizeof *m);
     m->c = *c;
     m->cfg = cfg;
-    const char *tilde = strchr(c->app_id, '~');
+    m->sb = sb;
     m->app_short = xstrdup(tilde ? tilde + 1 : c->app_id);
     if (m->c.min_instances < 1) m->c.min_instances = 1;
     if (m->c.max_instances < m->c.min_instances) m->c.max_instances = m->c.min_instances;
@@ -544,7 +603,9 @@ void instmgr_stop(instmgr *m)
     for (int i = 0; i < n; i++) {
         if (m->inst[i].out_fd >= 0) close(m->inst[i].out_fd);
         if (m->inst[i].is_unix && m->inst[i].sock_path[0]) unlink(m->inst[i].sock_path);
+        if (m->sb) sandbox_release(m->sb, m->inst[i].id);
     }
+    sandbox_free(m->sb);
     close(m->wake_fd);
     for (char **e = m->base_env; *e; e++) free(*e);
     free(m->base_env);

@@ -58,6 +58,8 @@ typedef struct {
     const char *default_hostname;    /* host:port apps are served on */
     int min_instances;               /* default 1 */
     int max_instances;               /* default 4 (manual scaling: fixed) */
+    int no_sandbox;                  /* 1: run instances unconfined (operator's --no-sandbox) */
+    int tmp_mb;                      /* size of each instance's private /tmp; 0 = 128 */
 } instmgr_config;
 
 instmgr *instmgr_new(const instmgr_config *c, char *err, size_t errlen);

@@ -62,6 +62,7 @@ static void reset_request(rconn *c)
     c->status = 0;
     c->bytes_out = 0;
     c->instance_id = 0;
+    c->trusted = 0;
     c->discard_body = 0;
     c->body_chunked = 0;
     c->body_left = 0;
@@ -224,6 +225,19 @@ static int conn_read(rconn *c)
     return -1;
 }
 
+/* X-AppEngine-* headers the scheduler may set on a trusted request. */
+static int is_task_header(const http_header *h)
+{
+    static const char *ok[] = {"x-appengine-queuename", "x-appengine-taskname", "x-appengine-taskretrycount",
+                               "x-appengine-taskexecutioncount", "x-appengine-tasketa", "x-appengine-cron",
+                               "x-appengine-user-ip", "x-appengine-current-namespace",
+                               "x-appengine-default-namespace", "x-appengine-failfast",
+                               "x-appengine-taskpreviousresponse", NULL};
+    for (int i = 0; ok[i]; i++)
+        if (strn_case_eq(h->name, h->name_len, ok[i])) return 1;
+    return 0;
+}
+
 static int is_stripped_header(const http_header *h)
 {
     if (h->name_len >= 11 && strncasecmp(h->name, "x-appengine", 11) == 0) return 1;
@@ -250,10 +264,12 @@ static int build_upstream_head(rconn *c, const http_request *req, const app_hand
     buf_puts(b, " HTTP/1.1\r\n");
     const char *xff = NULL;
     size_t xff_len = 0;
+    int user_ip = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
         const http_header *hd = &req->headers[i];
         if (strn_case_eq(hd->name, hd->name_len, "x-forwarded-for")) { xff = hd->value; xff_len = hd->value_len; }
-        if (is_stripped_header(hd)) continue;
+        if (is_stripped_header(hd) && !(c->trusted && is_task_header(hd))) continue;
+        if (c->trusted && strn_case_eq(hd->name, hd->name_len, "x-appengine-user-ip")) user_ip = 1;
         if (r->c.users && strn_case_eq(hd->name, hd->name_len, "cookie")) {
             /* The session cookie is the router's: the app never sees it. */
             char *rest = xmalloc(2 * hd->value_len + 1);
@@ -283,7 +299,7 @@ static int build_upstream_head(rconn *c, const http_request *req, const app_hand
     buf_printf(b, "X-AppEngine-Default-Version-Hostname: %s\r\n", r->c.default_hostname);
     buf_puts(b, "X-AppEngine-Country: ZZ\r\nX-AppEngine-Region: zz\r\nX-AppEngine-City: ?\r\n");
     buf_puts(b, "X-AppEngine-Https: off\r\n");
-    buf_printf(b, "X-AppEngine-User-IP: %s\r\n", ip);
+    if (!user_ip) buf_printf(b, "X-AppEngine-User-IP: %s\r\n", ip);
     buf_puts(b, "X-AppEngine-Auth-Domain: " USERS_AUTH_DOMAIN "\r\n");
     if (c->has_user)
         buf_printf(b, "X-AppEngine-User-Email: %s\r\nX-AppEngine-User-Id: %s\r\nX-AppEngine-User-Nickname: %s\r\n"
@@ -470,7 +486,16 @@ static void on_head(rconn *c, const http_request *req)
     }
     const app_handler *h = m.handler;
     c->handler = m.index;
-    if (h->login != LOGIN_OPTIONAL && (!c->has_user || (h->login == LOGIN_ADMIN && !c->user.admin))) {
+    if (r->c.verify_internal) {
+        for (size_t i = 0; i < req->nheaders; i++) {
+            const http_header *hd = &req->headers[i];
+            if (strn_case_eq(hd->name, hd->name_len, "x-cyclozzo-internal")) {
+                c->trusted = r->c.verify_internal(r->c.internal_arg, hd->value, hd->value_len);
+                break;
+            }
+        }
+    }
+    if (h->login != LOGIN_OPTIONAL && !c->trusted && (!c->has_user || (h->login == LOGIN_ADMIN && !c->user.admin))) {
         free(dpath);
         c->discard_body = 1;
         if (c->has_user) refuse_non_admin(c, req);

@@ -44,6 +44,13 @@ typedef struct {
     /* Mints the API ticket for a request into out; returns 0 or -1. */
     int (*mint_ticket)(void *arg, const router_reqinfo *ri, char *out, size_t outlen);
     void *mint_arg;
+    /* Verifies an X-Cyclozzo-Internal header value (the scheduler's proof);
+     * returns 1 when valid. Such a request keeps its X-AppEngine-* task
+     * headers (QueueName, TaskName, TaskRetryCount, TaskExecutionCount,
+     * TaskETA, Cron, User-IP, namespaces) and passes login: admin/required
+     * handlers. NULL = no request is ever trusted. */
+    int (*verify_internal)(void *arg, const char *value, size_t len);
+    void *internal_arg;
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;

@@ -50,6 +50,7 @@ typedef struct rconn {
     int status;
     uint64_t bytes_out;
     int instance_id;
+    int trusted;                   /* carried a valid X-Cyclozzo-Internal (scheduler) */
 
     /* users service */
     int has_user;                  /* a valid session cookie came with the request */

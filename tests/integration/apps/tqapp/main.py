@@ -1,0 +1,107 @@
+"""Task queue test app: adds tasks with Google's SDK and records every
+delivery it receives (headers included) as an ndb entity under its tag."""
+import json
+import time
+import urllib.parse
+
+from google.appengine.api import taskqueue
+from google.appengine.api import wrap_wsgi_app
+from google.appengine.api import apiproxy_stub_map
+from google.appengine.api.taskqueue import taskqueue_service_bytes_pb2 as tq_pb
+from google.appengine.ext import deferred
+from google.appengine.ext import ndb
+
+
+class Seen(ndb.Model):
+    path = ndb.StringProperty()
+    headers = ndb.JsonProperty()
+    body = ndb.TextProperty()
+    at = ndb.FloatProperty()
+
+
+def record(tag, path, headers, body=""):
+    Seen(parent=ndb.Key("Tag", tag), path=path, headers=headers, body=body, at=time.time()).put()
+
+
+def deferred_work(tag, value):
+    record(tag, "deferred", {"value": value})
+
+
+def task_headers(environ):
+    return {k[5:].replace("_", "-").title(): v for k, v in environ.items()
+            if k.startswith("HTTP_X_APPENGINE") or k.startswith("HTTP_X_CUSTOM")}
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(n).decode() if n else ""
+    status, out = "200 OK", "ok"
+    if path == "/add":
+        kw = {"url": "/work/" + q["tag"], "queue_name": q.get("queue", "default"),
+              "headers": {"X-Custom": "c1"}, "payload": q.get("payload", "hello")}
+        if "name" in q:
+            kw["name"] = q["name"]
+        if "countdown" in q:
+            kw["countdown"] = float(q["countdown"])
+        if "eta" in q:
+            kw["eta"] = float(q["eta"])
+            import datetime
+            kw["eta"] = datetime.datetime.fromtimestamp(float(q["eta"]), datetime.timezone.utc)
+        try:
+            t = taskqueue.add(**kw)
+            out = t.name
+        except taskqueue.Error as e:
+            out = "error:" + type(e).__name__
+    elif path.startswith("/work"):
+        tag = q["tag"] if "tag" in q else path[6:]
+        h = task_headers(environ)
+        record(tag, path, h, body)
+        if tag.startswith("fail2") and int(h.get("X-Appengine-Taskretrycount", "0")) < 2:
+            status, out = "500 Internal Server Error", "failing on purpose"
+    elif path == "/admin/cron" or path == "/admin/x":
+        record("cron" if path == "/admin/cron" else "adminx", path, task_headers(environ))
+    elif path == "/seen":
+        rows = Seen.query(ancestor=ndb.Key("Tag", q["tag"])).order(Seen.at).fetch()
+        out = json.dumps([{"path": r.path, "headers": r.headers, "body": r.body, "at": r.at} for r in rows])
+    elif path == "/defer":
+        deferred.defer(deferred_work, q["tag"], 42)
+    elif path == "/pull":
+        pq = taskqueue.Queue("pullq")
+        op = q["op"]
+        if op == "add":
+            pq.add([taskqueue.Task(payload="p%d" % i, method="PULL", tag=("a" if i % 2 else "b")) for i in range(4)])
+        elif op == "lease":
+            tasks = pq.lease_tasks(float(q.get("secs", 60)), 10)
+            out = json.dumps([[t.name, t.payload.decode() if isinstance(t.payload, bytes) else t.payload, t.retry_count] for t in tasks])
+        elif op == "lease_tag":
+            tasks = pq.lease_tasks_by_tag(60, 10, tag=q.get("tag"))
+            out = json.dumps([[t.name, t.tag.decode() if isinstance(t.tag, bytes) else t.tag] for t in tasks])
+        elif op == "delete_all":
+            tasks = pq.lease_tasks(60, 100)
+            pq.delete_tasks(tasks)
+            out = str(len(tasks))
+        elif op == "modify":
+            tasks = pq.lease_tasks(1, 1)
+            pq.modify_task_lease(tasks[0], 120)
+            out = tasks[0].name
+        elif op == "stats":
+            out = str(pq.fetch_statistics().tasks)
+    elif path == "/purge":
+        taskqueue.Queue(q["queue"]).purge()
+    elif path == "/stats":
+        out = str(taskqueue.Queue(q["queue"]).fetch_statistics().tasks)
+    elif path == "/pause":
+        import os
+        req = tq_pb.TaskQueuePauseQueueRequest(app_id=os.environ.get("GAE_APPLICATION", "").encode(),
+                                               queue_name=q["queue"].encode(), pause=q["pause"] == "1")
+        apiproxy_stub_map.MakeSyncCall("taskqueue", "PauseQueue", req, tq_pb.TaskQueuePauseQueueResponse())
+    else:
+        status, out = "404 Not Found", "no"
+    data = out.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+app = wrap_wsgi_app(app, use_deferred=True)

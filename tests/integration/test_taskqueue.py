@@ -1,0 +1,191 @@
+"""Task queues and cron, end to end: an app using Google's SDK
+(google.appengine.api.taskqueue, deferred) on `cyclozzo --start application`,
+with push tasks delivered by the scheduler through the router.
+
+One CYCLOZZO_HOME (and so one cached virtualenv) serves the whole module."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, assert_clean_logs, cz, free_port
+
+APP = os.path.join(ROOT, "tests", "integration", "apps", "tqapp")
+
+
+@pytest.fixture(scope="module")
+def tq(tmp_path_factory):
+    home = tmp_path_factory.mktemp("tqhome")
+    env = dict(os.environ, CYCLOZZO_HOME=str(home))
+    appdir = tmp_path_factory.mktemp("tqapp")
+    shutil.copytree(APP, appdir, dirs_exist_ok=True)
+    port = free_port()
+    state = {"env": env, "port": port, "dir": str(appdir), "base": f"http://127.0.0.1:{port}", "home": str(home)}
+
+    def start():
+        cz("--start", "application", "--dir", str(appdir), "--port", str(port), env=env, timeout=600)
+        state["started"] = time.time()
+
+    state["start"] = start
+    start()
+    yield state
+    cz("--stop", "application", "--port", str(port), env=env, check=False)
+    assert_clean_logs(str(home))
+
+
+def get(tq, path, **params):
+    r = requests.get(tq["base"] + path, params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def seen(tq, tag):
+    return json.loads(get(tq, "/seen", tag=tag))
+
+
+def wait_seen(tq, tag, n, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        rows = seen(tq, tag)
+        if len(rows) >= n:
+            return rows
+        time.sleep(0.2)
+    raise AssertionError(f"{tag}: saw {seen(tq, tag)} , wanted {n} deliveries")
+
+
+def test_push_task_delivered_with_headers(tq):
+    name = get(tq, "/add", tag="basic", payload="body-1")
+    assert name.startswith("task")
+    rows = wait_seen(tq, "basic", 1)
+    h = rows[0]["headers"]
+    assert rows[0]["body"] == "body-1"
+    assert h["X-Appengine-Queuename"] == "default"
+    assert h["X-Appengine-Taskname"] == name
+    assert h["X-Appengine-Taskretrycount"] == "0"
+    assert h["X-Appengine-Taskexecutioncount"] == "0"
+    assert float(h["X-Appengine-Tasketa"]) > time.time() - 60
+    assert h["X-Appengine-User-Ip"] == "0.1.0.2"
+    assert h["X-Custom"] == "c1"
+    assert "X-Appengine-Cron" not in h
+    time.sleep(1)
+    assert len(seen(tq, "basic")) == 1          # a 2xx completes the task
+
+
+def test_failing_task_retried_with_counts(tq):
+    get(tq, "/add", tag="fail2-a", queue="fast")
+    rows = wait_seen(tq, "fail2-a", 3, timeout=30)
+    assert [r["headers"]["X-Appengine-Taskretrycount"] for r in rows] == ["0", "1", "2"]
+    assert [r["headers"]["X-Appengine-Taskexecutioncount"] for r in rows] == ["0", "1", "2"]
+    assert all(r["headers"]["X-Appengine-Queuename"] == "fast" for r in rows)
+    # backoff: min 0.5 s, then doubled
+    assert rows[1]["at"] - rows[0]["at"] >= 0.4
+    time.sleep(2)
+    assert len(seen(tq, "fail2-a")) == 3
+
+
+def test_named_task_twice(tq):
+    assert get(tq, "/add", tag="named", name="only-once", countdown="600") == "only-once"
+    assert get(tq, "/add", tag="named", name="only-once", countdown="600") == "error:TaskAlreadyExistsError"
+    assert get(tq, "/add", tag="named", name="bad name!") == "error:InvalidTaskNameError"
+    # run then tombstoned
+    get(tq, "/add", tag="named2", name="runs-once")
+    wait_seen(tq, "named2", 1)
+    time.sleep(0.5)
+    assert get(tq, "/add", tag="named2", name="runs-once") == "error:TombstonedTaskError"
+    assert get(tq, "/add", tag="x", queue="nosuch") == "error:UnknownQueueError"
+
+
+def test_countdown_and_eta(tq):
+    t0 = time.time()
+    get(tq, "/add", tag="countdown", countdown="3")
+    get(tq, "/add", tag="eta", eta=str(t0 + 4))
+    time.sleep(2)
+    assert seen(tq, "countdown") == [] and seen(tq, "eta") == []
+    rows = wait_seen(tq, "countdown", 1)
+    assert rows[0]["at"] >= t0 + 3
+    rows = wait_seen(tq, "eta", 1)
+    assert rows[0]["at"] >= t0 + 4
+
+
+def test_pull_queue(tq):
+    get(tq, "/pull", op="add")
+    assert get(tq, "/pull", op="stats") == "4"
+    leased = json.loads(get(tq, "/pull", op="lease_tag", tag="a"))
+    assert sorted(t[1] for t in leased) == ["a", "a"]
+    leased = json.loads(get(tq, "/pull", op="lease", secs="60"))
+    assert sorted(t[1] for t in leased) == ["p0", "p2"]       # the "a" ones are leased
+    assert all(t[2] == 1 for t in leased)
+    assert json.loads(get(tq, "/pull", op="lease")) == []
+    assert get(tq, "/pull", op="delete_all") == "0"
+    get(tq, "/purge", queue="pullq")
+    assert get(tq, "/pull", op="stats") == "0"
+    # push task into a pull queue is refused; lease modification works
+    get(tq, "/pull", op="add")
+    name = get(tq, "/pull", op="modify")
+    assert name.startswith("task")
+    get(tq, "/purge", queue="pullq")
+
+
+def test_purge_and_pause(tq):
+    get(tq, "/pause", queue="held", pause="1")
+    for i in range(3):
+        get(tq, "/add", tag="held", queue="held")
+    time.sleep(1.5)
+    assert seen(tq, "held") == []
+    assert get(tq, "/stats", queue="held") == "3"
+    get(tq, "/pause", queue="held", pause="0")
+    wait_seen(tq, "held", 3)
+    get(tq, "/add", tag="purged", countdown="2", queue="held")
+    get(tq, "/add", tag="purged", countdown="2", queue="held")
+    assert get(tq, "/stats", queue="held") == "2"
+    get(tq, "/purge", queue="held")
+    assert get(tq, "/stats", queue="held") == "0"
+    time.sleep(3)
+    assert seen(tq, "purged") == []
+
+
+def test_deferred(tq):
+    get(tq, "/defer", tag="deferred")
+    rows = wait_seen(tq, "deferred", 1)
+    assert rows[0]["headers"] == {"value": 42}
+
+
+def test_forged_headers_get_nothing(tq):
+    forged = {"X-AppEngine-QueueName": "default", "X-AppEngine-TaskName": "forged",
+              "X-AppEngine-Cron": "true", "X-Cyclozzo-Internal": "1700000000." + "0" * 64}
+    r = requests.get(tq["base"] + "/admin/x", headers=forged, allow_redirects=False, timeout=10)
+    assert r.status_code == 302 and "/_ah/login" in r.headers["Location"]
+    r = requests.post(tq["base"] + "/work?tag=forged", headers=forged, data="x", timeout=10)
+    assert r.status_code == 200
+    h = seen(tq, "forged")[0]["headers"]
+    assert "X-Appengine-Queuename" not in h and "X-Appengine-Cron" not in h and "X-Appengine-Taskname" not in h
+    assert h["X-Appengine-User-Ip"] == "127.0.0.1"
+    # the deferred handler refuses requests that are not tasks
+    r = requests.post(tq["base"] + "/_ah/queue/deferred", headers=forged, data=b"x", timeout=10)
+    assert r.status_code in (403, 500) or r.status_code >= 400
+
+
+def test_task_survives_kill9(tq):
+    get(tq, "/add", tag="kill9", countdown="3")
+    out = cz("--status", env=tq["env"]).stdout
+    line = [l for l in out.splitlines() if f" {tq['port']} " in l][0]
+    pid = int(line.split()[2])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    tq["start"]()
+    rows = wait_seen(tq, "kill9", 1, timeout=30)
+    assert rows[0]["headers"]["X-Appengine-Queuename"] == "default"
+
+
+def test_cron_fires_every_minute(tq):
+    # every 1 minutes: first run a minute after the daemon (re)started
+    wait = tq["started"] + 60 - time.time()
+    rows = wait_seen(tq, "cron", 1, timeout=max(wait, 0) + 20)
+    h = rows[0]["headers"]
+    assert h["X-Appengine-Cron"] == "true"
+    assert "X-Appengine-Queuename" not in h
