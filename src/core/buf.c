@@ -36,6 +36,31 @@ void buf_append(buf *b, const void *p, size_t n)
 void buf_puts(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 void buf_putc(buf *b, char c) { buf_append(b, &c, 1); }
 
+void buf_put_dec(buf *b, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do { tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    buf_append(b, tmp + sizeof tmp - n, (size_t)n);
+}
+
+void buf_put_hex(buf *b, uint64_t v)
+{
+    static const char hx[] = "0123456789abcdef";
+    char tmp[16];
+    int n = 0;
+    do { tmp[sizeof tmp - 1 - n++] = hx[v & 15]; v >>= 4; } while (v);
+    buf_append(b, tmp + sizeof tmp - n, (size_t)n);
+}
+
+void buf_cat(buf *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    for (const char *s; (s = va_arg(ap, const char *));) buf_append(b, s, strlen(s));
+    va_end(ap);
+}
+
 void buf_printf(buf *b, const char *fmt, ...)
 {
     /* Format straight into the spare room; grow and redo only if it did not fit. */

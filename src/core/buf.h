@@ -26,6 +26,11 @@ void   buf_append(buf *b, const void *p, size_t n);
 void   buf_puts(buf *b, const char *s);
 void   buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void   buf_putc(buf *b, char c);
+/* Integers without printf (the hot paths format many per request). */
+void   buf_put_dec(buf *b, uint64_t v);
+void   buf_put_hex(buf *b, uint64_t v);
+/* Several C strings in a row; the list ends with NULL. */
+void   buf_cat(buf *b, ...) __attribute__((sentinel));
 void   buf_consume(buf *b, size_t n);
 void   buf_compact(buf *b);
 char  *buf_cstr(buf *b);                   /* NUL-terminated view of unread data */

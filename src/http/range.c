@@ -92,10 +92,30 @@ int http_content_range(char *out, int result, uint64_t first, uint64_t last, uin
     return snprintf(out, HTTP_CONTENT_RANGE_MAX, "bytes */%llu", (unsigned long long)size);
 }
 
+/* Lower-case hex of v at out; returns the digits written (no printf: this
+ * runs for every static response). */
+static int put_hex(char *out, uint64_t v)
+{
+    static const char hx[] = "0123456789abcdef";
+    char tmp[16];
+    int n = 0;
+    do { tmp[n++] = hx[v & 15]; v >>= 4; } while (v);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 int http_etag(char *out, uint64_t ino, uint64_t size, int64_t mtime_ns)
 {
-    return snprintf(out, HTTP_ETAG_MAX, "\"%llx-%llx-%llx\"", (unsigned long long)ino,
-                    (unsigned long long)size, (unsigned long long)mtime_ns);
+    int n = 0;
+    out[n++] = '"';
+    n += put_hex(out + n, ino);
+    out[n++] = '-';
+    n += put_hex(out + n, size);
+    out[n++] = '-';
+    n += put_hex(out + n, (uint64_t)mtime_ns);
+    out[n++] = '"';
+    out[n] = 0;
+    return n;
 }
 
 /* Next entity-tag in a list at v[*i]: sets *tag, *len to the quoted part

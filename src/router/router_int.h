@@ -115,8 +115,14 @@ struct rthread {
     upconn *dead_ups;              /* closed in this loop turn (linked by next_idle) */
     char date[40];                 /* "Date: ...\r\n" for this second */
     int64_t date_sec;
+    int64_t lm_mtime;              /* cache: Last-Modified of the last file served */
+    char lm_str[32];
+    int64_t exp_at;                /* cache: the last Expires date formatted */
+    char exp_str[32];
     uint64_t seq;
     buf alog;                      /* access log lines, flushed once per loop turn */
+    int64_t alog_sec;              /* second formatted in alog_ts */
+    char alog_ts[40];
 };
 
 struct router {

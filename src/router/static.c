@@ -111,27 +111,37 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     int status = http_static_status(req->method, req->method_len, req->headers, req->nheaders, etag,
                                     (int64_t)st.st_mtime, (uint64_t)st.st_size, &first, &last);
     thread_date(t);
-    char lm[32];
-    http_format_date((int64_t)st.st_mtime, lm);
+    /* The head is assembled without printf: this is the router's hottest
+     * path. Dates are cached per thread (one file's mtime, one expiry). */
+    if (t->lm_mtime != (int64_t)st.st_mtime || !t->lm_str[0]) {
+        t->lm_mtime = (int64_t)st.st_mtime;
+        http_format_date(t->lm_mtime, t->lm_str);
+    }
     buf *o = &c->out;
     buf_reset(o);
     c->status = status;
-    buf_printf(o, "HTTP/1.1 %d %s\r\nServer: Cyclozzo\r\n%s", status, http_reason(status), t->date);
-    buf_printf(o, "ETag: %s\r\nLast-Modified: %s\r\n", etag, lm);
+    buf_puts(o, "HTTP/1.1 ");
+    buf_put_dec(o, (uint64_t)status);
+    buf_cat(o, " ", http_reason(status), "\r\nServer: Cyclozzo\r\n", t->date,
+            "ETag: ", etag, "\r\nLast-Modified: ", t->lm_str, "\r\n", NULL);
     int64_t exp = h->expiration_s >= 0 ? h->expiration_s
                 : r->c.cfg->default_expiration_s >= 0 ? r->c.cfg->default_expiration_s : DEFAULT_EXPIRATION_S;
-    if (!has_header(h, "Cache-Control")) buf_printf(o, "Cache-Control: public, max-age=%lld\r\n", (long long)exp);
+    if (!has_header(h, "Cache-Control")) {
+        buf_puts(o, "Cache-Control: public, max-age=");
+        buf_put_dec(o, (uint64_t)exp);
+        buf_puts(o, "\r\n");
+    }
     if (!has_header(h, "Expires")) {
-        char ex[32];
-        http_format_date(wall_us() / 1000000 + exp, ex);
-        buf_printf(o, "Expires: %s\r\n", ex);
+        int64_t at = t->date_sec + exp;
+        if (at != t->exp_at || !t->exp_str[0]) { t->exp_at = at; http_format_date(at, t->exp_str); }
+        buf_cat(o, "Expires: ", t->exp_str, "\r\n", NULL);
     }
     for (size_t i = 0; i < h->n_http_headers; i++)
-        buf_printf(o, "%s: %s\r\n", h->http_headers[i].name, h->http_headers[i].value);
+        buf_cat(o, h->http_headers[i].name, ": ", h->http_headers[i].value, "\r\n", NULL);
     const char *conn = c->close_after || !c->keep_alive ? "Connection: close\r\n"
                      : c->version_minor == 0 ? "Connection: keep-alive\r\n" : "";
     if (status == 304 || status == 412) {
-        buf_printf(o, "%s\r\n", conn);
+        buf_cat(o, conn, "\r\n", NULL);
         close(fd);
         free(rel);
         c->bytes_out = buf_unread(o);
@@ -142,7 +152,7 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     if (status == 416) {
         char cr[HTTP_CONTENT_RANGE_MAX];
         http_content_range(cr, HTTP_RANGE_UNSATISFIABLE, 0, 0, (uint64_t)st.st_size);
-        buf_printf(o, "Content-Range: %s\r\nContent-Length: 0\r\n%s\r\n", cr, conn);
+        buf_cat(o, "Content-Range: ", cr, "\r\nContent-Length: 0\r\n", conn, "\r\n", NULL);
         close(fd);
         free(rel);
         c->bytes_out = buf_unread(o);
@@ -154,10 +164,11 @@ void static_serve(rconn *c, const app_match *m, const http_request *req)
     if (status == 206) {
         char cr[HTTP_CONTENT_RANGE_MAX];
         http_content_range(cr, HTTP_RANGE_PARTIAL, first, last, (uint64_t)st.st_size);
-        buf_printf(o, "Content-Range: %s\r\n", cr);
+        buf_cat(o, "Content-Range: ", cr, "\r\n", NULL);
     }
-    buf_printf(o, "Content-Type: %s\r\nAccept-Ranges: bytes\r\nContent-Length: %llu\r\n%s\r\n", mime,
-               (unsigned long long)len, conn);
+    buf_cat(o, "Content-Type: ", mime, "\r\nAccept-Ranges: bytes\r\nContent-Length: ", NULL);
+    buf_put_dec(o, len);
+    buf_cat(o, "\r\n", conn, "\r\n", NULL);
     c->bytes_out = buf_unread(o) + (c->is_head ? 0 : len);
     if (c->is_head || len == 0) {
         close(fd);
