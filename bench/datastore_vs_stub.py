@@ -26,6 +26,8 @@ and memcache off, over kind Item {n, bucket = n % 100, label}:
              "puts" figure; the rest of N was loaded by put_multi to keep the
              run bounded, as the output says
   get        GETS single gets by key (one key per call, random keys)
+  get_rpc    the first 2000 of those keys again as raw datastore_v3.Get calls
+             through the SDK's API proxy (no ndb): the floor of one call
   q_eq       Item.bucket == 42, every match (N/100 entities)   } 5 runs each,
   q_range    Item.n >= N/2 ordered by n, first 100              } median
   q_count    Item.bucket == 7, counted                          }
@@ -48,6 +50,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +62,7 @@ APISERVER = os.path.join(ROOT, "bin", "cz-apiserver")
 APP = "dev~bench"
 BATCH = 500
 QUERY_RUNS = 5
+RPC_GETS = 2000
 
 NOFSYNC_C = r"""
 /* nofsync.c - LD_PRELOAD shim for the datastore benchmark: every sync call
@@ -150,6 +154,22 @@ def work(n, sample, gets, home=None):
     out["get"] = summary(get_ms)
     print("get   single calls=%d p50_ms=%.3f" % (gets, out["get"]["p50_ms"]), file=sys.stderr, flush=True)
 
+    # The same gets as raw datastore_v3.Get RPCs through the SDK's API proxy,
+    # without ndb: the floor of a call (stub: a dict lookup in process; cz:
+    # the SDK's HTTP transport plus the server).
+    from google.appengine.api import apiproxy_stub_map
+    from google.appengine.datastore import datastore_pb
+    rpc_ms = []
+    for k in keys[:RPC_GETS]:
+        req = datastore_pb.GetRequest()
+        req.key.add().CopyFrom(k.reference())
+        resp = datastore_pb.GetResponse()
+        t = now()
+        apiproxy_stub_map.MakeSyncCall("datastore_v3", "Get", req, resp)
+        rpc_ms.append((now() - t) * 1000)
+        assert resp.entity[0].HasField("entity")
+    out["get_rpc"] = summary(rpc_ms)
+
     queries = {
         "q_eq": (lambda: len(Item.query(Item.bucket == 42).fetch()), n // 100),
         "q_range": (lambda: len(Item.query(Item.n >= n // 2).order(Item.n).fetch(100)), min(100, n - n // 2)),
@@ -213,6 +233,22 @@ def server_latencies(log_path):
     return by
 
 
+def stop_server(srv, straced):
+    """SIGTERM to cz-apiserver; under strace, to strace's child (strace itself
+    would keep the server running), after which strace writes its summary."""
+    if straced:
+        try:
+            with open("/proc/%d/task/%d/children" % (srv.pid, srv.pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        for pid in kids:
+            os.kill(pid, signal.SIGTERM)
+    else:
+        srv.terminate()
+    srv.wait(timeout=60)
+
+
 def run_cz(args, tmp, nofsync):
     name = "cz-nofsync" if nofsync else "cz"
     home = os.path.join(tmp, name)
@@ -248,8 +284,7 @@ def run_cz(args, tmp, nofsync):
             raise SystemExit("%s worker failed (exit %d)" % (name, p.returncode))
         res = json.loads(p.stdout.strip().splitlines()[-1])
     finally:
-        srv.terminate()
-        srv.wait(timeout=30)
+        stop_server(srv, bool(args.strace))
         logf.close()
     lat = server_latencies(os.path.join(home, "apiserver.log"))
     res["server"] = {m: {"calls": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for m, v in lat.items()}
@@ -263,7 +298,7 @@ def run_cz(args, tmp, nofsync):
         res["server"]["Put_batch"] = {"calls": len(batches), "p50_ms": pct(batches, 50), "p99_ms": pct(batches, 99)}
     gets = lat.get("Get", [])
     if len(gets) >= args.gets:
-        g = gets[-args.gets:]
+        g = gets[:args.gets]   # the ndb gets; the raw Get RPCs follow
         res["server"]["Get_single"] = {"calls": len(g), "p50_ms": pct(g, 50), "p99_ms": pct(g, 99)}
     return res
 
@@ -307,6 +342,8 @@ def table(results, args):
     row("get single p50 ms", lambda r: r["get"]["p50_ms"])
     row("get single p99 ms", lambda r: r["get"]["p99_ms"])
     row("get single mean ms", lambda r: r["get"]["mean_ms"])
+    row("raw Get RPC p50 ms", lambda r: r["get_rpc"]["p50_ms"])
+    row("raw Get RPC p99 ms", lambda r: r["get_rpc"]["p99_ms"])
     for q in ("q_eq", "q_range", "q_count"):
         row("%s median ms (of %d)" % (q, QUERY_RUNS), lambda r, q=q: r[q]["median_ms"], fmt="%14.1f")
         row("%s max ms" % q, lambda r, q=q: r[q]["max_ms"], fmt="%14.1f")
