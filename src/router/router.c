@@ -909,6 +909,7 @@ void router_free(router *r)
         while (t->conns) conn_close(t->conns);
         proxy_free_idle(t);
         reap_dead(t);
+        static_cache_free(t);
         flush_access_log(t);
         buf_free(&t->alog);
         if (t->listen_fd >= 0) close(t->listen_fd);

@@ -115,8 +115,7 @@ struct rthread {
     upconn *dead_ups;              /* closed in this loop turn (linked by next_idle) */
     char date[40];                 /* "Date: ...\r\n" for this second */
     int64_t date_sec;
-    int64_t lm_mtime;              /* cache: Last-Modified of the last file served */
-    char lm_str[32];
+    struct fcache *fcache;         /* open-file cache (static.c) */
     int64_t exp_at;                /* cache: the last Expires date formatted */
     char exp_str[32];
     uint64_t seq;
@@ -143,6 +142,7 @@ void thread_date(rthread *t);
 
 /* static.c: build the response for a static handler into c->out (+ file). */
 void static_serve(rconn *c, const app_match *m, const http_request *req);
+void static_cache_free(rthread *t);
 
 /* proxy.c */
 void proxy_dispatch(rconn *c);           /* c->upreq ready: find an instance and send */

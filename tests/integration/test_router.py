@@ -517,3 +517,27 @@ def test_slow_client_head_times_out_while_others_are_served(app):
     assert 19 <= time.time() - t0 <= 26
     for s in slow:
         s.close()
+
+
+def test_changed_static_file_is_served_fresh_within_a_second(app):
+    base, appdir, env, port = app
+    f = appdir / "assets" / "changing.txt"
+    f.write_text("version one\n")
+    assert requests.get(base + "/static/changing.txt").text == "version one\n"
+    f.write_text("version two, longer\n")
+    time.sleep(1.2)
+    r = requests.get(base + "/static/changing.txt")
+    assert r.text == "version two, longer\n" and r.headers["Content-Length"] == "20"
+    f.unlink()
+    time.sleep(1.2)
+    assert requests.get(base + "/static/changing.txt").status_code == 404
+
+
+def test_large_static_file_and_range(app):
+    base, appdir, env, port = app
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (appdir / "assets" / "big.bin").write_bytes(data)
+    r = requests.get(base + "/static/big.bin")
+    assert r.status_code == 200 and r.content == data
+    r = requests.get(base + "/static/big.bin", headers={"Range": "bytes=1000000-1000099"})
+    assert r.status_code == 206 and r.content == data[1000000:1000100]
