@@ -21,6 +21,7 @@
 #include <openssl/hmac.h>
 
 #include "core/buf.h"
+#include "core/secret.h"
 #include "core/util.h"
 #include "proto/pb.h"
 
@@ -89,91 +90,9 @@ static long b64url_decode(const char *s, size_t n, uint8_t *out)
 
 /* ---- the key ---- */
 
-static int parse_key(const char *text, size_t n, ticket_key *key)
-{
-    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ')) n--;
-    if (n != 2 * TICKET_KEY_LEN) return -1;
-    for (size_t i = 0; i < TICKET_KEY_LEN; i++) {
-        int v = 0;
-        for (int j = 0; j < 2; j++) {
-            char c = text[2 * i + j];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-                    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-            if (d < 0) return -1;
-            v = v * 16 + d;
-        }
-        key->k[i] = (uint8_t)v;
-    }
-    return 0;
-}
-
-static int read_key(const char *path, ticket_key *key, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return -1;   /* errno tells the caller */
-    struct stat st;
-    char text[256];
-    ssize_t n = -1;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) n = read(fd, text, sizeof text);
-    int e = errno;
-    close(fd);
-    if (!S_ISREG(st.st_mode)) { set_err(err, errlen, "ticket key %s is not a regular file", path); errno = EINVAL; return -2; }
-    if (n < 0) { set_err(err, errlen, "cannot read ticket key %s: %s", path, strerror(e)); errno = e; return -2; }
-    if (st.st_mode & 077) {
-        set_err(err, errlen, "ticket key %s may be read by other users (mode %03o); run chmod 600 on it",
-                path, (unsigned)(st.st_mode & 0777));
-        errno = EACCES;
-        return -2;
-    }
-    if (parse_key(text, (size_t)n, key) < 0) {
-        set_err(err, errlen, "ticket key %s does not hold 64 hex digits", path);
-        errno = EINVAL;
-        return -2;
-    }
-    return 0;
-}
-
 int ticket_key_load(const char *home, ticket_key *key, char *err, size_t errlen)
 {
-    char dir[4096], path[4200], tmp[4300];
-    if (!home || !*home) { set_err(err, errlen, "no Cyclozzo home directory was given for the ticket key"); return -1; }
-    snprintf(dir, sizeof dir, "%s/secrets", home);
-    snprintf(path, sizeof path, "%s/ticket.key", dir);
-    int r = read_key(path, key, err, errlen);
-    if (r == 0) return 0;
-    if (r == -2) return -1;
-    if (errno != ENOENT) { set_err(err, errlen, "cannot open ticket key %s: %s", path, strerror(errno)); return -1; }
-
-    /* Create it: write a private temp file, then link() it into place, which
-     * fails if another process got there first (then we use theirs). */
-    if (mkdir_p(dir, 0700) < 0) { set_err(err, errlen, "cannot create %s: %s", dir, strerror(errno)); return -1; }
-    uint8_t raw[TICKET_KEY_LEN];
-    uint32_t salt;
-    if (random_bytes(raw, sizeof raw) < 0 || random_bytes(&salt, sizeof salt) < 0) {
-        set_err(err, errlen, "cannot get random bytes for the ticket key: %s", strerror(errno));
-        return -1;
-    }
-    char hex[2 * TICKET_KEY_LEN + 2];
-    hex_encode(raw, sizeof raw, hex);
-    hex[2 * TICKET_KEY_LEN] = '\n';
-    hex[2 * TICKET_KEY_LEN + 1] = 0;
-    snprintf(tmp, sizeof tmp, "%s/.ticket.key.%d.%08x", dir, (int)getpid(), salt);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) { set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno)); return -1; }
-    size_t len = strlen(hex);
-    int ok = write(fd, hex, len) == (ssize_t)len && fchmod(fd, 0600) == 0 && fsync(fd) == 0;
-    int e = errno;
-    if (close(fd) < 0) ok = 0;
-    if (!ok) { unlink(tmp); set_err(err, errlen, "cannot write %s: %s", tmp, strerror(e)); return -1; }
-    int linked = link(tmp, path);
-    e = errno;
-    unlink(tmp);
-    if (linked < 0 && e != EEXIST) { set_err(err, errlen, "cannot create ticket key %s: %s", path, strerror(e)); return -1; }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
-    r = read_key(path, key, err, errlen);
-    if (r == -1) { set_err(err, errlen, "cannot open ticket key %s: %s", path, strerror(errno)); return -1; }
-    return r == 0 ? 0 : -1;
+    return secret_key_load(home, "ticket.key", "ticket key", key->k, TICKET_KEY_LEN, err, errlen);
 }
 
 /* ---- mint ---- */

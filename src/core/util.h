@@ -40,5 +40,7 @@ int  strn_case_eq(const char *s, size_t n, const char *lit);
 /* Random bytes from the kernel; 0 or -1. */
 int  random_bytes(void *p, size_t n);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out holds 2n+1 */
+/* Hex digits s[0, n) (n even, either case) into n/2 bytes; 0 or -1. */
+int  hex_decode(const char *s, size_t n, uint8_t *out);
 
 #endif

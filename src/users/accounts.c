@@ -23,6 +23,7 @@
 #include <openssl/hmac.h>
 
 #include "core/buf.h"
+#include "core/secret.h"
 #include "core/util.h"
 
 #define SCRYPT_LOG_N   15
@@ -69,87 +70,9 @@ int users_email_normalise(const char *in, char *out, char *err, size_t errlen)
 
 /* ---- keys and ids ---- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static int hex_decode(const char *s, size_t n, uint8_t *out)
-{
-    if (n % 2) return -1;
-    for (size_t i = 0; i < n / 2; i++) {
-        int a = hexval((unsigned char)s[2 * i]), b = hexval((unsigned char)s[2 * i + 1]);
-        if (a < 0 || b < 0) return -1;
-        out[i] = (uint8_t)(a << 4 | b);
-    }
-    return 0;
-}
-
-/* 0 loaded, -1 errno set (ENOENT: missing), -2 err set. */
-static int read_key(const char *path, uint8_t key[USERS_KEY_LEN], char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return -1;
-    struct stat st;
-    char text[160];
-    ssize_t n = -1;
-    if (fstat(fd, &st) == 0) n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n < 0) return -1;
-    if (st.st_mode & 077) {
-        set_err(err, errlen, "key file %s may be read by other users; make it private with chmod 600", path);
-        return -2;
-    }
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) n--;
-    if (n != 2 * USERS_KEY_LEN || hex_decode(text, (size_t)n, key) < 0) {
-        set_err(err, errlen, "key file %s does not hold 64 hex digits", path);
-        return -2;
-    }
-    return 0;
-}
-
 int users_key_load(const char *home, const char *name, uint8_t key[USERS_KEY_LEN], char *err, size_t errlen)
 {
-    char dir[4096], path[4400], tmp[4500];
-    if (!home || !*home) { set_err(err, errlen, "no Cyclozzo home directory was given for the %s key", name); return -1; }
-    snprintf(dir, sizeof dir, "%s/secrets", home);
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int r = read_key(path, key, err, errlen);
-    if (r == 0) return 0;
-    if (r == -2) return -1;
-    if (errno != ENOENT) { set_err(err, errlen, "cannot open key file %s: %s", path, strerror(errno)); return -1; }
-    if (mkdir_p(dir, 0700) < 0) { set_err(err, errlen, "cannot create %s: %s", dir, strerror(errno)); return -1; }
-    uint8_t raw[USERS_KEY_LEN];
-    uint32_t salt;
-    if (random_bytes(raw, sizeof raw) < 0 || random_bytes(&salt, sizeof salt) < 0) {
-        set_err(err, errlen, "cannot get random bytes for %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char hex[2 * USERS_KEY_LEN + 2];
-    hex_encode(raw, sizeof raw, hex);
-    hex[2 * USERS_KEY_LEN] = '\n';
-    hex[2 * USERS_KEY_LEN + 1] = 0;
-    OPENSSL_cleanse(raw, sizeof raw);
-    snprintf(tmp, sizeof tmp, "%s/.%s.%d.%08x", dir, name, (int)getpid(), salt);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) { set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno)); return -1; }
-    size_t len = strlen(hex);
-    int ok = write(fd, hex, len) == (ssize_t)len && fchmod(fd, 0600) == 0 && fsync(fd) == 0;
-    int e = errno;
-    if (close(fd) < 0) ok = 0;
-    OPENSSL_cleanse(hex, sizeof hex);
-    if (!ok) { unlink(tmp); set_err(err, errlen, "cannot write %s: %s", tmp, strerror(e)); return -1; }
-    /* link() fails if a concurrent creator won: then both use its key. */
-    int linked = link(tmp, path);
-    e = errno;
-    unlink(tmp);
-    if (linked < 0 && e != EEXIST) { set_err(err, errlen, "cannot create key file %s: %s", path, strerror(e)); return -1; }
-    r = read_key(path, key, err, errlen);
-    if (r == -1) { set_err(err, errlen, "cannot open key file %s: %s", path, strerror(errno)); return -1; }
-    return r == 0 ? 0 : -1;
+    return secret_key_load(home, name, "key file", key, USERS_KEY_LEN, err, errlen);
 }
 
 void users_user_id(const uint8_t key[USERS_KEY_LEN], const char *email, char out[USERS_ID_LEN + 1])
