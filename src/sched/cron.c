@@ -380,25 +380,15 @@ bad:
 
 cron_config *cronyaml_load(const char *dir, char *err, size_t errlen)
 {
-    static const char *names[] = {"cron.yaml", "cron.yml"};
-    for (int i = 0; i < 2; i++) {
-        char *path = xasprintf("%s/%s", dir, names[i]);
-        size_t n;
-        char *text = read_file(path, &n);
-        if (!text && errno != ENOENT) {
-            set_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
-            free(path);
-            return NULL;
-        }
-        if (text) {
-            cron_config *c = cronyaml_parse(text, n, path, err, errlen);
-            free(text);
-            free(path);
-            return c;
-        }
-        free(path);
-    }
-    return xcalloc(1, sizeof(cron_config));
+    char *text, *path;
+    size_t n;
+    int k = yu_read_file(dir, "cron", &text, &n, &path, err, errlen);
+    if (k < 0) return NULL;
+    if (k == 0) return xcalloc(1, sizeof(cron_config));
+    cron_config *c = cronyaml_parse(text, n, path, err, errlen);
+    free(text);
+    free(path);
+    return c;
 }
 
 void cron_config_free(cron_config *c)

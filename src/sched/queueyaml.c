@@ -271,25 +271,15 @@ bad:
 
 tq_config *queueyaml_load(const char *dir, char *err, size_t errlen)
 {
-    static const char *names[] = {"queue.yaml", "queue.yml"};
-    for (int i = 0; i < 2; i++) {
-        char *path = xasprintf("%s/%s", dir, names[i]);
-        size_t n;
-        char *text = read_file(path, &n);
-        if (!text && errno != ENOENT) {
-            set_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
-            free(path);
-            return NULL;
-        }
-        if (text) {
-            tq_config *c = queueyaml_parse(text, n, path, err, errlen);
-            free(text);
-            free(path);
-            return c;
-        }
-        free(path);
-    }
-    return queueyaml_parse("", 0, "queue.yaml", err, errlen);
+    char *text, *path;
+    size_t n;
+    int k = yu_read_file(dir, "queue", &text, &n, &path, err, errlen);
+    if (k < 0) return NULL;
+    if (k == 0) return queueyaml_parse("", 0, "queue.yaml", err, errlen);
+    tq_config *c = queueyaml_parse(text, n, path, err, errlen);
+    free(text);
+    free(path);
+    return c;
 }
 
 void tq_config_free(tq_config *c)

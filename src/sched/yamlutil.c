@@ -24,6 +24,24 @@ int yu_fail(yu_doc *d, const yaml_node_t *n, char *err, size_t errlen, const cha
     return -1;
 }
 
+int yu_read_file(const char *dir, const char *base, char **text, size_t *len, char **path,
+                 char *err, size_t errlen)
+{
+    static const char *exts[] = {"yaml", "yml"};
+    for (int i = 0; i < 2; i++) {
+        char *p = xasprintf("%s/%s.%s", dir, base, exts[i]);
+        char *t = read_file(p, len);
+        if (t) { *text = t; *path = p; return 1; }
+        if (errno != ENOENT) {
+            set_err(err, errlen, "cannot read %s: %s", p, strerror(errno));
+            free(p);
+            return -1;
+        }
+        free(p);
+    }
+    return 0;
+}
+
 int yu_load(yu_doc *d, const char *text, size_t len, const char *path, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);

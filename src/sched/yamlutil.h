@@ -15,6 +15,11 @@ typedef struct {
     int loaded;
 } yu_doc;
 
+/* Read DIR/BASE.yaml, else DIR/BASE.yml: 1 with *text (malloc'ed, length
+ * *len) and *path (malloc'ed) when one exists, 0 when neither does, -1 with
+ * a sentence in err when one exists but cannot be read. */
+int  yu_read_file(const char *dir, const char *base, char **text, size_t *len, char **path,
+                  char *err, size_t errlen);
 /* Load exactly one document; 0, or -1 with "PATH:LINE: reason". */
 int  yu_load(yu_doc *d, const char *text, size_t len, const char *path, char *err, size_t errlen);
 void yu_free(yu_doc *d);
