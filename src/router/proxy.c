@@ -289,7 +289,6 @@ static int relay_head(upconn *u)
         if (c->version_minor >= 1) u->rechunk = 1;
         else c->close_after = 1;
     }
-    if (!resp.keep_alive) u->framing = u->framing;  /* upstream closes after; handled at completion */
     thread_date(c->t);
     buf *o = &c->out;
     buf_printf(o, "HTTP/1.1 %d %.*s\r\n", resp.status, (int)resp.reason_len, resp.reason);
@@ -373,6 +372,26 @@ static void body_done(upconn *u)
     c->state = CS_SEND;
 }
 
+/* A pooled connection that the instance had closed failed before any
+ * response byte: move the request to a fresh connection, once. Returns it,
+ * or NULL with the slot released and a 502 queued for the client. */
+static upconn *retry_fresh(rconn *c, upconn *u)
+{
+    instance *in = u->inst;
+    c->retried = 1;
+    c->up = NULL;
+    up_close(u);
+    upconn *nu = up_connect(c->t, in);
+    if (!nu) {
+        instmgr_release(c->t->r->c.im, in);
+        conn_send_error(c, 502, "The app's instance could not be reached.");
+        return NULL;
+    }
+    nu->c = c;
+    c->up = nu;
+    return nu;
+}
+
 /* Read and relay as much as the client's buffer allows. Does not call
  * conn_kick; returns -1 if the request failed (error already queued). */
 static int up_read(upconn *u)
@@ -405,18 +424,7 @@ static int up_read(upconn *u)
         /* EOF or error. */
         if (u->head_done && u->framing == 2) { body_done(u); return 1; }
         if (!u->head_done && buf_unread(&u->in) == 0 && u->reused == 1 && !c->retried) {
-            /* A pooled connection the instance had closed: retry once, fresh. */
-            instance *in = u->inst;
-            c->retried = 1;
-            c->up = NULL;
-            up_close(u);
-            int reused;
-            upconn *nu = up_connect(c->t, in);
-            (void)reused;
-            if (!nu) { instmgr_release(c->t->r->c.im, in); conn_send_error(c, 502, "The app's instance could not be reached."); return -1; }
-            nu->c = c;
-            c->up = nu;
-            return 0;
+            return retry_fresh(c, u) ? 0 : -1;
         }
         fail_request(c, 502, u->head_done ? "The app's instance closed the connection mid-response."
                                            : "The app's instance closed the connection without answering.");
@@ -448,15 +456,8 @@ static void up_progress(upconn *u)
         int w = up_write(u);
         if (w < 0) {
             if (u->reused == 1 && !c->retried) {
-                /* A pooled connection the instance had closed: once more, fresh. */
-                instance *in = u->inst;
-                c->retried = 1;
-                c->up = NULL;
-                up_close(u);
-                upconn *nu = up_connect(c->t, in);
-                if (nu) { nu->c = c; c->up = nu; up_progress(nu); return; }
-                instmgr_release(c->t->r->c.im, in);
-                conn_send_error(c, 502, "The app's instance could not be reached.");
+                upconn *nu = retry_fresh(c, u);
+                if (nu) up_progress(nu);
                 return;
             }
             instmgr_report_failure(c->t->r->c.im, u->inst, u->generation);

@@ -221,7 +221,6 @@ void conn_send_error(rconn *c, int status, const char *detail)
     c->state = CS_SEND;
 }
 
-void conn_start_send(rconn *c) { c->state = CS_SEND; }
 
 /* Write what is pending: out buffer, then the static file. 1 = all written,
  * 0 = would block, -1 = connection failed (closed by caller). */

@@ -135,7 +135,6 @@ struct router {
 
 /* router.c */
 void conn_send_error(rconn *c, int status, const char *detail);
-void conn_start_send(rconn *c);
 void conn_close(rconn *c);
 int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
 void thread_date(rthread *t);
