@@ -251,3 +251,20 @@ def subprocess_cz(ml, args, stdin):
     from conftest import BIN
     return subprocess.run([os.path.join(BIN, "cyclozzo"), *args], stdin=stdin, env=ml["env"], capture_output=True,
                           text=True, timeout=60)
+
+
+def test_relay_failure_keeps_the_message(ml, tmp_path):
+    d = tmp_path / "mfdead"
+    shutil.copytree(APP, d)
+    (d / "app.yaml").write_text(app_yaml("mfdead", inbound=False))
+    port, dead = free_port(), free_port()
+    cz("--start", "application", "--dir", str(d), "--port", str(port), "--smtp-host", "127.0.0.1",
+       "--smtp-port", str(dead), env=ml["env"], timeout=300)
+    try:
+        r = call(f"http://127.0.0.1:{port}", "/send", {"sender": "a@mfdead.appspotmail.com", "to": "x@example.org",
+                                                        "subject": "undeliverable", "body": "b"})
+        assert r["error"] == "ApplicationError" and "kept in the outbox" in r["message"], r
+        out = cz("--mail-outbox", "mfdead", env=ml["env"]).stdout
+        assert "undeliverable" in out and "failed: the SMTP relay 127.0.0.1:%d" % dead in out, out
+    finally:
+        cz("--stop", "application", "--port", str(port), env=ml["env"], check=False)
