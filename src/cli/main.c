@@ -34,6 +34,7 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--datastore SPEC]\n"
         "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
         "                                --smtp-password-file F] [--smtp-starttls]]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
@@ -52,6 +53,9 @@ static void usage(FILE *f)
         "  --foreground         stay attached and log to the terminal\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
+        "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
+        "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
+        "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
@@ -71,6 +75,7 @@ static void usage(FILE *f)
 typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
+    int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
     int list_users, admin, password_stdin;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
@@ -212,6 +217,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--to")) { if (!need_value(i, argc, argv)) return 2; o.to = argv[++i]; }
         else if (o.deliver_mail && !o.file && a[0] != '-') o.file = a;
         else if (o.deliver_mail && !o.file && !strcmp(a, "-")) o.file = a;
+        else if (!strcmp(a, "--datastore")) { if (!need_value(i, argc, argv)) return 2; setenv("CYCLOZZO_DATASTORE", argv[++i], 1); o.datastore = 1; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -220,6 +226,10 @@ int main(int argc, char **argv)
     }
     if ((o.admin || o.password_stdin) && !o.add_user) {
         fprintf(stderr, "cyclozzo: %s goes with --add-user EMAIL\n", o.admin ? "--admin" : "--password-stdin");
+        return 2;
+    }
+    if (o.datastore && !o.start) {
+        fprintf(stderr, "cyclozzo: --datastore goes with --start application\n");
         return 2;
     }
     if (o.dev && !o.start) {
