@@ -1,7 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox]
+ *            [--no-sandbox] [--memcache-servers HOST:PORT[,HOST:PORT...]]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/memcache_backend.h"
 #include "cli/serve.h"
 #include "cli/state.h"
 #include "cli/usercmd.h"
@@ -31,6 +32,7 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -47,6 +49,9 @@ static void usage(FILE *f)
         "                       the host has no namespaces); see docs/sandbox.md\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
+        "  --memcache-servers LIST  keep the app's memcache in these memcached servers\n"
+        "                       (consistent hashing) instead of in-process; see\n"
+        "                       docs/memcache.md\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
@@ -60,6 +65,7 @@ typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
     const char *add_user, *remove_user;
+    const char *memcache_servers;
     int list_users, admin, password_stdin;
 } cli_opts;
 
@@ -187,6 +193,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--memcache-servers")) { if (!need_value(i, argc, argv)) return 2; o.memcache_servers = argv[++i]; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -200,6 +207,17 @@ int main(int argc, char **argv)
     if (o.dev && !o.start) {
         fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
         return 2;
+    }
+    if (o.memcache_servers) {
+        char err[256];
+        if (!o.start) {
+            fprintf(stderr, "cyclozzo: --memcache-servers goes with --start application\n");
+            return 2;
+        }
+        if (mc_servers_check(o.memcache_servers, err, sizeof err) < 0) {
+            fprintf(stderr, "cyclozzo: --memcache-servers: %s\n", err);
+            return 2;
+        }
     }
     if (o.add_user) return usercmd_add(o.add_user, o.admin, o.password_stdin);
     if (o.remove_user) return usercmd_remove(o.remove_user);
@@ -217,7 +235,7 @@ int main(int argc, char **argv)
         }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
-                         .no_sandbox = o.no_sandbox};
+                         .no_sandbox = o.no_sandbox, .memcache_servers = o.memcache_servers};
         return serve_app(&so);
     }
     usage(stderr);

@@ -18,6 +18,7 @@ typedef struct {
     const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
     int no_sandbox;     /* run instances unconfined (--no-sandbox) */
     int dev;            /* development sign-in: any email, no password (--dev) */
+    const char *memcache_servers;  /* "host:port,..." puts memcache on memcached (--memcache-servers) */
 } serve_opts;
 
 /* Returns the process exit status for the CLI. */
