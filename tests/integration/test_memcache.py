@@ -402,3 +402,62 @@ def test_peek(mc):
     assert now + 49 <= it.get_delete_lock_time_sec() <= now + 51
     assert mc.get("p") is None
     assert mc.peek("never") is None
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """cz-apiserver on two memcached servers (memcached backend only)."""
+    with MemcachedServers(2) as servers:
+        home = tmp_path / "home"
+        home.mkdir()
+        s = ApiServer(str(home), args=backend_args(servers))
+        s.backend = servers
+        use_ticket(s, s.mint(APP))
+        namespace_manager.set_namespace("")
+        try:
+            yield s
+        finally:
+            restore()
+            s.stop()
+
+
+def test_keys_spread_over_servers(cluster):
+    mc = memcache.Client()
+    assert mc.set_multi({"spread%d" % i: b"v%d" % i for i in range(200)}) == []
+    counts = [cluster.backend.curr_items(i) for i in range(2)]
+    assert sum(counts) == 200
+    assert min(counts) >= 40, counts              # consistent hashing uses both
+    got = mc.get_multi(["spread%d" % i for i in range(200)])   # one multi-get over both
+    assert got == {"spread%d" % i: b"v%d" % i for i in range(200)}
+    assert mc.get_stats()["items"] == 200          # stats add up both servers
+    assert mc.flush_all() is True
+    assert [cluster.backend.curr_items(i) for i in range(2)] == [0, 0]
+
+
+def test_server_killed_mid_test(cluster):
+    mc = memcache.Client()
+    keys = ["k%d" % i for i in range(100)]
+    assert mc.set_multi({k: k.encode() for k in keys}) == []
+    before = cluster.backend.curr_items(1)
+    assert before > 0
+    cluster.backend.kill(1)
+    got = mc.get_multi(keys)                       # the dead server's keys miss
+    assert 0 < len(got) < 100
+    assert len(got) == 100 - before
+    assert all(got[k] == k.encode() for k in got)
+    lost = [k for k in keys if k not in got]
+    assert mc.set(lost[0], b"x") is False          # sets to it fail soft
+    assert mc.get(lost[0]) is None
+    assert mc.set(next(iter(got)), b"still") is True   # the other server works on
+    assert mc.incr(lost[1], initial_value=1) is None
+    assert mc.delete(lost[2]) == memcache.DELETE_ITEM_MISSING
+    assert isinstance(mc.get_stats(), dict)        # the live server still counts
+    cluster.backend.start(1)                       # back, empty, on the same port
+    deadline = time.time() + 10
+    while mc.set(lost[0], b"back") is not True:
+        assert time.time() < deadline, "no recovery after the server returned"
+        time.sleep(0.2)
+    assert mc.get(lost[0]) == b"back"
+    with open(cluster.log) as f:
+        warnings = [l for l in f if "memcached server unreachable" in l]
+    assert len(warnings) == 1, warnings            # logged once, not per call
