@@ -461,3 +461,51 @@ def test_server_killed_mid_test(cluster):
     with open(cluster.log) as f:
         warnings = [l for l in f if "memcached server unreachable" in l]
     assert len(warnings) == 1, warnings            # logged once, not per call
+
+
+# An app (no SDK in its environment) that sets one memcache item with a
+# hand-encoded remote_api call, as the SDK would, through the daemon's API
+# server.
+RAW_MEMCACHE_APP = r'''
+import http.client, os
+
+def field(num, data):
+    n, out = len(data), bytes([(num << 3) | 2])
+    while n >= 0x80:
+        out += bytes([(n & 0x7f) | 0x80]); n >>= 7
+    return out + bytes([n]) + data
+
+def app(environ, start_response):
+    item = b"\x0b" + field(2, b"daemon-key") + field(3, b"daemon-value") + b"\x25\x00\x00\x00\x00\x0c"
+    req = (field(2, b"memcache") + field(3, b"Set") + field(4, item)
+           + field(5, environ["HTTP_X_APPENGINE_API_TICKET"].encode()))
+    c = http.client.HTTPConnection(os.environ["API_HOST"], int(os.environ["API_PORT"]), timeout=10)
+    c.request("POST", "/rpc_http", req, {"Content-Type": "application/octet-stream"})
+    body = c.getresponse().read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+'''
+
+
+def test_daemon_option_puts_memcache_on_memcached(tmp_path, cz_env):
+    from conftest import cz, free_port
+    d = tmp_path / "mcdapp"
+    d.mkdir()
+    (d / "main.py").write_text(RAW_MEMCACHE_APP)
+    (d / "app.yaml").write_text("runtime: python311\n")
+    import requests
+    with MemcachedServers(2) as servers:
+        port = free_port()
+        cz("--start", "application", "--dir", str(d), "--port", str(port), "--no-sandbox",
+           "--memcache-servers", servers.spec, env=cz_env)
+        try:
+            body = requests.get("http://127.0.0.1:%d/" % port, timeout=30).content
+            assert b"\x08\x01" in body                      # set_status STORED
+            dumps = [servers.command(i, "lru_crawler metadump all") for i in range(2)]
+            found = [l for dump in dumps for l in dump.splitlines() if "daemon-key" in l]
+            assert len(found) == 1 and "dev~mcdapp" in found[0], dumps
+        finally:
+            cz("--stop", "application", "--port", str(port), env=cz_env, check=False)
+    bad = cz("--start", "application", "--dir", str(d), "--port", str(free_port()),
+             "--memcache-servers", "host:notaport", env=cz_env, check=False)
+    assert bad.returncode == 2 and "notaport" in bad.stderr
