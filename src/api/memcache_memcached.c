@@ -31,7 +31,8 @@
  *   libmemcached does not speak, on a short raw connection.
  * - Expirations: memcached's clock ticks in whole seconds, so a relative
  *   time t is sent as t + 1 (the item lives t to t + 1 seconds, never less),
- *   an absolute time within 30 days as the seconds left, rounded up.
+ *   an absolute time within 30 days as the seconds left, rounded up. Delete
+ *   holds go as they are (they may end up to a second early).
  *
  * Failure. A server that cannot be reached makes its keys miss, sets fail
  * (MC_ERROR), deletes report not found; keys on other servers work on. The
@@ -544,7 +545,7 @@ static uint64_t fnv(const char *p, size_t n)
 
 /* for_peek: a meta get on the key's server gives TTL and last access. */
 static int peek_one(mcd *m, memcached_st *c, const mc_key *k, const char *mk, size_t ml,
-                    int64_t now, mc_emit_fn emit, void *arg)
+                    int64_t now, mc_emit_fn emit, void *arg, size_t *value_len)
 {
     memcached_return_t rc;
     server *s = find_server(m, memcached_server_by_key(c, mk, ml, &rc));
@@ -560,7 +561,8 @@ static int peek_one(mcd *m, memcached_st *c, const mc_key *k, const char *mk, si
         uint32_t flags = 0;
         long long ttl = -1, la = 0;
         uint64_t cas = 0;
-        for (char *t = strtok(line + 3, " "); t; t = strtok(NULL, " ")) {
+        char *save = NULL;
+        for (char *t = strtok_r(line + 3, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
             if (*t == 'f') flags = (uint32_t)strtoul(t + 1, NULL, 10);
             else if (*t == 't') ttl = strtoll(t + 1, NULL, 10);
             else if (*t == 'l') la = strtoll(t + 1, NULL, 10);
@@ -578,6 +580,7 @@ static int peek_one(mcd *m, memcached_st *c, const mc_key *k, const char *mk, si
             };
             if (!flags) v.flags = 0;
             if (emit) emit(arg, &v);
+            *value_len = v.value_len;
             hit = 1;
         }
     }
@@ -603,9 +606,10 @@ static void d_get(mc_backend *b, const mc_key *keys, size_t n, int peek, int64_t
     }
     if (peek) {
         for (size_t j = 0; j < cnt; j++) {
-            if (peek_one(m, c, &keys[idx[j]], kp[j], kl[j], now, emit, arg)) {
+            size_t vl = 0;
+            if (peek_one(m, c, &keys[idx[j]], kp[j], kl[j], now, emit, arg, &vl)) {
                 hits++;
-                bytes += keys[idx[j]].key_len;
+                bytes += keys[idx[j]].key_len + vl;
             }
         }
     } else if (cnt) {
@@ -686,7 +690,7 @@ static int d_set(mc_backend *b, const mc_key *k, const void *value, size_t value
             got g = {0};
             int f = gets_one(m, c, mk, ml, &g);
             free(g.value);
-            if (f < 0) { status = MC_ERROR; break; }
+            if (f < 0) { status = MC_ERROR; rc = MEMCACHED_CONNECTION_FAILURE; break; }
             if (!f || !g.flags) { status = MC_NOT_STORED; break; }
             rc = memcached_cas(c, mk, ml, value, value_len, exp, sf, g.cas);
             if (rc == MEMCACHED_DATA_EXISTS) continue;
@@ -719,7 +723,9 @@ static int d_del(mc_backend *b, const mc_key *k, uint32_t hold, int64_t now)
     if (k->key_len > MC_MAX_KEY) return 0;
     char mk[MCD_KEY_MAX + 1];
     size_t ml = mcd_key(k, mk);
-    time_t until = hold ? exptime_of(hold, now) : 0;
+    /* A hold is sent as it is (relative) or as the seconds left: it may end
+     * up to a second early on memcached's clock, never late. */
+    time_t until = hold <= MC_RELATIVE_LIMIT ? (time_t)hold : exptime_of(hold, now);
     if (hold > MC_RELATIVE_LIMIT && (int64_t)hold * 1000 <= now) until = 0;   /* hold already over */
     memcached_st *c = take(m);
     int deleted = 0;
