@@ -284,6 +284,16 @@ def test_value_size_limit(mc):
     long_key = "k" * 1000
     assert mc.set(long_key, b"long") is True
     assert mc.get(long_key) == b"long"
+    # The longest key the SDK sends unhashed, in a long namespace: more than
+    # memcached's 250 bytes once app and namespace are added (hashed there).
+    near, ns = "q" * 250, "ns" * 40
+    assert mc.set(near, b"near", namespace=ns) is True
+    assert mc.set(near[:-1] + "r", b"other", namespace=ns) is True
+    assert mc.get(near, namespace=ns) == b"near"
+    assert mc.get(near) is None
+    assert mc.incr(near[:-1] + "s", namespace=ns, initial_value=1) == 2
+    assert mc.delete(near, namespace=ns) == memcache.DELETE_SUCCESSFUL
+    assert mc.get(near, namespace=ns) is None
 
 
 def test_apps_are_isolated(server):
