@@ -18,6 +18,7 @@ LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lp
 LDLIBS  += -lpq      # PostgreSQL kv engine (src/kv/postgres.c)
 PG_CFLAGS := -I$(shell pg_config --includedir)
 CFLAGS  += $(PG_CFLAGS)
+LDLIBS += -lmemcached   # memcache on memcached servers (src/api/memcache_memcached.c)
 
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
 PY_LIBS   := $(shell pkg-config --libs python3-embed)

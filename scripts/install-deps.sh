@@ -8,7 +8,8 @@ PKGS="build-essential pkg-config curl ca-certificates
  clang libclang-rt-14-dev valgrind
  postgresql libpq-dev
  golang-go
- openssl"
+ openssl
+ libmemcached-dev memcached"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -6,6 +6,7 @@
  * file, "ready" to the CLI. The main thread then waits for SIGTERM/SIGINT
  * while the router threads serve, refreshing the state file as the number of
  * instances changes. */
+#include "api/memcache.h"
 #include "cli/serve.h"
 
 #include <errno.h>
@@ -139,6 +140,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
+    if (o->memcache_servers) api_share(api, MEMCACHE_SERVERS_SHARE, (void *)o->memcache_servers);
     api_register_all(api, home);
     /* mail relay settings; the app's own public port stays fetchable */
     mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
