@@ -196,7 +196,7 @@ int blobsvc_put_infos(blob_service *s, const char *app, const blob_info *bi, siz
         put_entity(&req, app, INFO_KIND, bi[i].key, props, 5);
     }
     ds_err e = {0, ""};
-    int rc = ds_put(s->ds, app, (const uint8_t *)buf_rp(&req), buf_unread(&req), &resp, &e);
+    int rc = ds_put_reserved(s->ds, app, (const uint8_t *)buf_rp(&req), buf_unread(&req), &resp, &e);
     buf_free(&req);
     buf_free(&resp);
     return rc < 0 ? ds_fail(&e, "store blob metadata", err, errlen) : 0;
@@ -295,7 +295,7 @@ static void CreateUploadURL(api_ctx *ctx, const uint8_t *req, size_t len, api_re
     buf put = BUF_INIT, resp = BUF_INIT;
     put_entity(&put, ctx->app_id, SESSION_KIND, sid, props, 5);
     ds_err e = {0, ""};
-    int rc = ds_put(s->ds, ctx->app_id, (const uint8_t *)buf_rp(&put), buf_unread(&put), &resp, &e);
+    int rc = ds_put_reserved(s->ds, ctx->app_id, (const uint8_t *)buf_rp(&put), buf_unread(&put), &resp, &e);
     buf_free(&put);
     buf_free(&resp);
     free(sp);
