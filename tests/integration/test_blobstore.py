@@ -304,3 +304,32 @@ def test_blobs_and_sessions_survive_kill_9(bs):
     assert r.status_code == 200, r.text
     lk = r.json()["parsed"][0]["key"]
     assert requests.get(bs["base"] + "/serve", params={"key": lk}).content == b"after restart"
+
+
+def test_chunked_and_expect_continue_uploads(bs):
+    body = (b"--C\r\nContent-Disposition: form-data; name=\"f\"; filename=\"c.bin\"\r\n\r\n" + B * 100 +
+            b"\r\n--C\r\nContent-Disposition: form-data; name=\"g\"\r\n\r\nfield\r\n--C--\r\n")
+
+    def gen():
+        for i in range(0, len(body), 777):
+            yield body[i:i + 777]
+    r = requests.post(upload_url(bs), data=gen(), headers={"Content-Type": "multipart/form-data; boundary=C"})
+    assert r.status_code == 200, r.text
+    p = r.json()["parsed"][0]
+    assert p["size"] == len(B) * 100 and p["md5"] == hashlib.md5(B * 100).hexdigest()
+    assert r.json()["fields"]["g"] == ["field"]
+    # Expect: 100-continue (curl's habit for large bodies): the router answers 100 first.
+    path = upload_url(bs)[len(bs["base"]):]
+    s = socket.create_connection(("127.0.0.1", bs["port"]), timeout=30)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n"
+              "Content-Type: multipart/form-data; boundary=C\r\n\r\n".encode())
+    assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    s.sendall(body)
+    resp = b""
+    while not resp.rstrip().endswith(b"}"):
+        d = s.recv(65536)
+        if not d:
+            break
+        resp += d
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
