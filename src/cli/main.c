@@ -30,7 +30,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
-        "                               [--threads N] [--dev] [--no-sandbox] [--blob-dir DIR]\n"
+        "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--datastore SPEC] [--blob-dir DIR]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -45,6 +46,9 @@ static void usage(FILE *f)
         "  --foreground         stay attached and log to the terminal\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
+        "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
+        "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
+        "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
         "  --blob-dir DIR       keep the Blobstore's blobs in DIR (default\n"
         "                       $CYCLOZZO_HOME/blobs; a shared mount serves many nodes)\n"
         "  --dev                development sign-in: any email address signs in at\n"
@@ -61,6 +65,7 @@ static void usage(FILE *f)
 typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
+    int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
     const char *blob_dir;
     int list_users, admin, password_stdin;
@@ -191,6 +196,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--datastore")) { if (!need_value(i, argc, argv)) return 2; setenv("CYCLOZZO_DATASTORE", argv[++i], 1); o.datastore = 1; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -199,6 +205,10 @@ int main(int argc, char **argv)
     }
     if ((o.admin || o.password_stdin) && !o.add_user) {
         fprintf(stderr, "cyclozzo: %s goes with --add-user EMAIL\n", o.admin ? "--admin" : "--password-stdin");
+        return 2;
+    }
+    if (o.datastore && !o.start) {
+        fprintf(stderr, "cyclozzo: --datastore goes with --start application\n");
         return 2;
     }
     if (o.dev && !o.start) {
