@@ -465,13 +465,22 @@ void blobstore_register(api_server *srv, const char *home)
     }
     free(defdir);
     if (host && *host) s->hostname = xstrdup(host);
-    api_register(srv, "blobstore", "CreateUploadURL", CreateUploadURL, s);
-    api_register(srv, "blobstore", "DeleteBlob", DeleteBlob, s);
-    api_register(srv, "blobstore", "FetchData", FetchData, s);
-    api_register(srv, "blobstore", "DecodeBlobKey", DecodeBlobKey, s);
-    api_register(srv, "blobstore", "CreateEncodedGoogleStorageKey", CreateEncodedGoogleStorageKey, s);
+    static const char *methods[] = {"CreateUploadURL", "DeleteBlob", "FetchData", "DecodeBlobKey",
+                                    "CreateEncodedGoogleStorageKey", NULL};
+    for (int i = 0; methods[i]; i++) api_register(srv, "blobstore", methods[i], blobstore_method(methods[i]), s);
     api_on_stop(srv, service_free, s);
     api_share(srv, "blobstore", s);
 }
 
 blob_service *blobstore_service(api_server *srv) { return api_shared(srv, "blobstore"); }
+
+api_method_fn blobstore_method(const char *name)
+{
+    static const struct { const char *name; api_method_fn fn; } m[] = {
+        {"CreateUploadURL", CreateUploadURL}, {"DeleteBlob", DeleteBlob}, {"FetchData", FetchData},
+        {"DecodeBlobKey", DecodeBlobKey}, {"CreateEncodedGoogleStorageKey", CreateEncodedGoogleStorageKey},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!strcmp(m[i].name, name)) return m[i].fn;
+    return NULL;
+}
