@@ -168,7 +168,12 @@ int blobsvc_session_get(blob_service *s, const char *app, const char *sid, blob_
         out->max_bytes_total = prop_int(&e, "max_bytes_total");
         out->expires_us = prop_int(&e, "expires");
         ds_entity_free(&e);
-        if (out->expires_us && out->expires_us < wall_us()) rc = 0;
+        if (out->expires_us && out->expires_us < wall_us()) {
+            /* Expired: gone for good (a failed delete is retried next time). */
+            char derr[300];
+            delete_entity(s, app, SESSION_KIND, sid, derr, sizeof derr);
+            rc = 0;
+        }
     }
     buf_free(&raw);
     return rc;

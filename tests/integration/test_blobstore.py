@@ -79,6 +79,7 @@ B = bytes(range(256)) * 40                               # 10240 bytes, binary
 
 def do_upload(bs, **limits):
     files = [("file1", ("a.txt", A, "text/plain")),
+             ("uni", ("gr\u00fc\u00dfe \u263a.txt", b"unicode name", "text/plain")),
              ("pics", ("b in.bin", B, "application/x-test")),
              ("pics", ("empty.dat", b"", "application/octet-stream"))]
     data = {"title": "Mr \"Blob\"", "note": "line1\r\nline2"}
@@ -92,7 +93,8 @@ def test_upload_files_and_fields_reach_success_handler(bs):
     assert j["query"] == "x=1"
     assert j["fields"] == {"title": ["Mr \"Blob\""], "note": ["line1\r\nline2"], "x": ["1"]}   # x: the query
     byname = {p["filename"]: p for p in j["parsed"]}
-    assert set(byname) == {"a.txt", "b in.bin", "empty.dat"}
+    assert set(byname) == {"a.txt", "b in.bin", "empty.dat", "gr\u00fc\u00dfe \u263a.txt"}
+    assert jget(bs, "/info", key=byname["gr\u00fc\u00dfe \u263a.txt"]["key"])["filename"] == "gr\u00fc\u00dfe \u263a.txt"
     assert byname["a.txt"]["field"] == "file1" and byname["a.txt"]["size"] == len(A)
     assert byname["a.txt"]["content_type"] == "text/plain"
     assert byname["a.txt"]["md5"] == hashlib.md5(A).hexdigest()
@@ -172,13 +174,13 @@ def test_max_bytes_refused_and_nothing_kept(bs):
     before_keys = jget(bs, "/all")
     r = do_upload(bs, max_blob=12000)                  # A is 16000 bytes
     assert r.status_code == 413 and "max_bytes_per_blob" in r.text
-    r = do_upload(bs, max_total=20000)                 # A + B = 26240 bytes
+    r = do_upload(bs, max_total=20000)                 # A + B + 12 = 26252 bytes
     assert r.status_code == 413 and "max_bytes_total" in r.text
-    r = do_upload(bs, max_blob=16000, max_total=26240)  # exactly at the limits
+    r = do_upload(bs, max_blob=16000, max_total=26252)  # exactly at the limits (A + B + 12)
     assert r.status_code == 200, r.text
     after = jget(bs, "/all")
-    assert len(after) == len(before_keys) + 3
-    assert len(blob_files(bs)) == before_files + 3
+    assert len(after) == len(before_keys) + 4
+    assert len(blob_files(bs)) == before_files + 4
 
 
 def test_malformed_multipart_one_clear_400(bs):
@@ -235,6 +237,7 @@ def test_200mib_upload_and_ranged_download_with_flat_memory(bs):
     head = (b"--BIG\r\nContent-Disposition: form-data; name=\"big\"; filename=\"big.bin\"\r\n"
             b"Content-Type: application/octet-stream\r\n\r\n")
     tail = b"\r\n--BIG\r\nContent-Disposition: form-data; name=\"after\"\r\n\r\nyes\r\n--BIG--\r\n"
+    t0 = time.time()
     s = socket.create_connection(("127.0.0.1", bs["port"]), timeout=120)
     s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=BIG\r\n"
               f"Content-Length: {len(head) + size + len(tail)}\r\n\r\n".encode() + head)
@@ -258,6 +261,7 @@ def test_200mib_upload_and_ranged_download_with_flat_memory(bs):
     p = j["parsed"][0]
     assert p["size"] == size and p["md5"] == md5.hexdigest()
     key = p["key"]
+    t_up = time.time() - t0
     # Ranged download in the middle, then the whole blob streamed and hashed.
     off = 150 << 20
     r = requests.get(bs["base"] + "/serve", params={"key": key}, headers={"Range": f"bytes={off}-{off + 999999}"})
@@ -266,16 +270,19 @@ def test_200mib_upload_and_ranged_download_with_flat_memory(bs):
     assert r.content[:4] == i.to_bytes(4, "big") and r.content[4:1000] == chunk[4:1000]
     got = hashlib.md5()
     n = 0
+    t0 = time.time()
     with requests.get(bs["base"] + "/serve", params={"key": key}, stream=True) as r:
         assert r.status_code == 200 and int(r.headers["Content-Length"]) == size
         for part in r.iter_content(1 << 20):
             got.update(part)
             n += len(part)
     assert n == size and got.hexdigest() == md5.hexdigest()
+    t_down = time.time() - t0
     sampler.stop = True
     sampler.join()
     rss_after = proc_kb(pid, "VmRSS")
-    print(f"daemon RSS KiB: before {rss_before}, peak {sampler.peak}, after {rss_after} (200 MiB up and down)")
+    print(f"daemon RSS KiB: before {rss_before}, peak {sampler.peak}, after {rss_after} "
+          f"(200 MiB up in {t_up:.1f}s, down in {t_down:.1f}s)")
     if not SANITIZED:   # ASan's quarantine and shadow memory make absolute figures meaningless
         assert sampler.peak - rss_before < 24 * 1024, (rss_before, sampler.peak)
         assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)

@@ -7,6 +7,7 @@
 #include "tmpdir.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "api/blobstore.h"
 #include "core/util.h"
@@ -67,6 +68,17 @@ TEST(upload_url_and_session)
     CHECK_INT(blobsvc_session_get(svc, "dev~other", sid, &s, err, sizeof err), 0);   /* another app's */
     CHECK_INT(blobsvc_session_get(svc, "dev~a", "../x", &s, err, sizeof err), 0);
     CHECK_INT(blobsvc_session_delete(svc, "dev~a", sid, err, sizeof err), 0);
+    CHECK_INT(blobsvc_session_get(svc, "dev~a", sid, &s, err, sizeof err), 0);
+
+    /* url_expiry_time_seconds: an expired session is unknown (and removed). */
+    pb_put_str(&q, 1, "/soon");
+    pb_put_int(&q, 5, 1);
+    r = call("dev~a", "CreateUploadURL", &q);
+    CHECK_INT(field_bytes(&r, 1, &u, &un), 0);
+    snprintf(sid, sizeof sid, "%.*s", (int)(un - strlen(pre)), (const char *)u + strlen(pre));
+    buf_free(&r.response);
+    CHECK_INT(blobsvc_session_get(svc, "dev~a", sid, &s, err, sizeof err), 1);
+    usleep(1100 * 1000);
     CHECK_INT(blobsvc_session_get(svc, "dev~a", sid, &s, err, sizeof err), 0);
 
     pb_put_str(&q, 1, "/done");
