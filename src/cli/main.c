@@ -1,7 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox] [--memcache-servers HOST:PORT[,HOST:PORT...]]
+ *            [--no-sandbox] [--blob-dir DIR] [--memcache-servers HOST:PORT[,HOST:PORT...]]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -35,7 +35,7 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
-        "                               [--datastore SPEC]\n"
+        "                               [--datastore SPEC] [--blob-dir DIR]\n"
         "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
         "                                --smtp-password-file F] [--smtp-starttls]]\n"
         "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
@@ -58,6 +58,8 @@ static void usage(FILE *f)
         "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
         "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
         "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
+        "  --blob-dir DIR       keep the Blobstore's blobs in DIR (default\n"
+        "                       $CYCLOZZO_HOME/blobs; a shared mount serves many nodes)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
         "  --memcache-servers LIST  keep the app's memcache in these memcached servers\n"
@@ -83,6 +85,7 @@ typedef struct {
     int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
     const char *memcache_servers;
+    const char *blob_dir;
     int list_users, admin, password_stdin;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
     int smtp_port, smtp_starttls;
@@ -209,6 +212,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
+        else if (!strcmp(a, "--blob-dir")) { if (!need_value(i, argc, argv)) return 2; o.blob_dir = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
@@ -284,11 +288,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        char blob_abs[PATH_MAX];
+        if (o.blob_dir && o.blob_dir[0] != '/') {
+            /* The daemon runs in "/": make a relative --blob-dir absolute now. */
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd) || snprintf(blob_abs, sizeof blob_abs, "%s/%s", cwd, o.blob_dir) >= (int)sizeof blob_abs) {
+                fprintf(stderr, "cyclozzo: --blob-dir %s is too long a path\n", o.blob_dir);
+                return 2;
+            }
+            o.blob_dir = blob_abs;
+        }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
                          .no_sandbox = o.no_sandbox, .smtp_host = o.smtp_host, .smtp_port = o.smtp_port,
                          .smtp_user = o.smtp_user, .smtp_starttls = o.smtp_starttls,
-                         .memcache_servers = o.memcache_servers};
+                         .memcache_servers = o.memcache_servers, .blob_dir = o.blob_dir};
         char pwpath[PATH_MAX];
         if (o.smtp_password_file) {
             /* The daemon works from /, so the file is named absolutely. */
