@@ -5,6 +5,7 @@
  * methods. Adding a service is adding its call below, in its own block (the
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
+#include "api/images.h"
 #include "api/memcache.h"
 #include "api/users.h"
 
@@ -27,6 +28,10 @@ void api_register_all(api_server *srv, const char *home)
     /* taskqueue (taskqueue.c: rows in datastore_v3's kv engine, so after it;
      * delivery by src/sched/scheduler.c in the daemon) */
     taskqueue_register(srv, home);
+
+    /* images (images.c: Transform, Composite, Histogram on libvips via
+     * images/image.c; libvips starts on the first call) */
+    images_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }
