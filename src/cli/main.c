@@ -1,7 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox]
+ *            [--no-sandbox] [--blob-dir DIR]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -30,7 +30,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
-        "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--threads N] [--dev] [--no-sandbox] [--blob-dir DIR]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -45,6 +45,8 @@ static void usage(FILE *f)
         "  --foreground         stay attached and log to the terminal\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
+        "  --blob-dir DIR       keep the Blobstore's blobs in DIR (default\n"
+        "                       $CYCLOZZO_HOME/blobs; a shared mount serves many nodes)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
@@ -60,6 +62,7 @@ typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
     const char *add_user, *remove_user;
+    const char *blob_dir;
     int list_users, admin, password_stdin;
 } cli_opts;
 
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
+        else if (!strcmp(a, "--blob-dir")) { if (!need_value(i, argc, argv)) return 2; o.blob_dir = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
@@ -215,9 +219,19 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        char blob_abs[PATH_MAX];
+        if (o.blob_dir && o.blob_dir[0] != '/') {
+            /* The daemon runs in "/": make a relative --blob-dir absolute now. */
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd) || snprintf(blob_abs, sizeof blob_abs, "%s/%s", cwd, o.blob_dir) >= (int)sizeof blob_abs) {
+                fprintf(stderr, "cyclozzo: --blob-dir %s is too long a path\n", o.blob_dir);
+                return 2;
+            }
+            o.blob_dir = blob_abs;
+        }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
-                         .no_sandbox = o.no_sandbox};
+                         .no_sandbox = o.no_sandbox, .blob_dir = o.blob_dir};
         return serve_app(&so);
     }
     usage(stderr);

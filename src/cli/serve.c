@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/blobstore.h"
 #include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
@@ -137,6 +138,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
+    /* The Blobstore reads its directory and the app's host name (for upload
+     * URLs) from these. */
+    if (o->blob_dir) api_share(api, "blob.dir", (void *)o->blob_dir);   /* absolute (main.c) */
+    api_share(api, "app.hostname", hostport);
     api_register_all(api, home);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
@@ -180,6 +185,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
         .verify_internal = verify_internal, .internal_arg = internal_key,
+        .blob = blobstore_service(api),
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;

@@ -18,6 +18,7 @@ typedef struct {
     const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
     int no_sandbox;     /* run instances unconfined (--no-sandbox) */
     int dev;            /* development sign-in: any email, no password (--dev) */
+    const char *blob_dir; /* the Blobstore's directory (--blob-dir), NULL = home/blobs */
 } serve_opts;
 
 /* Returns the process exit status for the CLI. */

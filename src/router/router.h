@@ -54,6 +54,9 @@ typedef struct {
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;
+    /* The Blobstore (api/blobstore.h): uploads to /_ah/upload/SESSION and
+     * responses carrying X-AppEngine-BlobKey. NULL: neither is handled. */
+    struct blob_service *blob;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */
