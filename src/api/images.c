@@ -15,7 +15,9 @@
  * A malformed message is RPC PARSE_ERROR; everything else is an
  * ImagesServiceError application error with one sentence. */
 #include "api/images.h"
+#include "api/blobstore.h"
 #include "images/image.h"
+#include "images/serving.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "proto/pb.h"
@@ -25,6 +27,12 @@
 #include <string.h>
 
 typedef struct { const uint8_t *p; size_t n; } bytes;
+
+/* service_data: blobs and serving URLs (NULL: inline images only). */
+typedef struct {
+    img_server *server;
+    char *hostname;           /* the app's host for serving URLs, or NULL */
+} images_svc;
 
 /* ---- decoding ---- */
 
@@ -181,9 +189,20 @@ static int source_bytes(api_ctx *ctx, const image_data *d, bytes *out, void **ow
         return IMG_E_INVALID_BLOB_KEY;
     }
     if (d->has_blob_key) {
-        set_err(err, errlen, "This images service reads inline images only; blob keys are not "
-                "available.");
-        return IMG_E_INVALID_BLOB_KEY;
+        images_svc *svc = ctx->service_data;
+        if (!svc) {
+            set_err(err, errlen, "This images service reads inline images only; blob keys are not "
+                    "available.");
+            return IMG_E_INVALID_BLOB_KEY;
+        }
+        buf b = BUF_INIT;
+        int rc = img_server_read_blob(svc->server, ctx->app_id, (const char *)d->blob_key.p,
+                                      d->blob_key.n, &b, err, errlen);
+        if (rc) { buf_free(&b); return rc; }
+        *owned = b.data;
+        out->p = (const uint8_t *)buf_rp(&b);
+        out->n = buf_unread(&b);
+        return IMG_OK;
     }
     if (!d->content.n) {
         set_err(err, errlen, "The image data is empty.");
@@ -515,12 +534,65 @@ static void m_histogram(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     free(hist);
 }
 
+/* ---- serving URLs ---- */
+
+/* ImagesGetUrlBaseRequest { blob_key = 1; create_secure_url = 2; } and
+ * ImagesDeleteUrlBaseRequest { blob_key = 1; } */
+static int decode_url_req(const uint8_t *in, size_t len, bytes *key, int *secure)
+{
+    pb_reader r;
+    pb_reader_init(&r, in, len);
+    uint32_t f; int wt, rc;
+    int has_key = 0;
+    while ((rc = pb_next(&r, &f, &wt)) > 0) {
+        if (f == 1) { rc = pb_bytes(&r, wt, &key->p, &key->n); has_key = 1; }
+        else if (f == 2) rc = pb_bool(&r, wt, secure);
+        else rc = pb_skip(&r, wt, f);
+        if (rc < 0) return -1;
+    }
+    return rc < 0 || r.err || !has_key ? -1 : 0;
+}
+
+static void url_base(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *reply, int on)
+{
+    images_svc *svc = ctx->service_data;
+    bytes key = {0};
+    int secure = 0;
+    if (decode_url_req(in, len, &key, &secure) < 0) {
+        parse_error(reply, on ? "GetUrlBase" : "DeleteUrlBase");
+        return;
+    }
+    char err[512];
+    int rc = img_server_publish(svc ? svc->server : NULL, ctx->app_id, (const char *)key.p, key.n,
+                                on, err, sizeof err);
+    if (rc) { api_app_error(reply, rc, "%s", err); return; }
+    if (!on) return;
+    buf url = BUF_INIT;
+    if (svc->hostname) buf_printf(&url, "%s://%s", secure ? "https" : "http", svc->hostname);
+    buf_puts(&url, IMG_SERVE_PREFIX);
+    buf_append(&url, key.p, key.n);
+    pb_put_bytes(&reply->response, 1, buf_rp(&url), buf_unread(&url));
+    buf_free(&url);
+}
+
+static void m_get_url_base(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *reply)
+{
+    url_base(ctx, in, len, reply, 1);
+}
+
+static void m_delete_url_base(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *reply)
+{
+    url_base(ctx, in, len, reply, 0);
+}
+
 /* ---- registration ---- */
 
 static const struct { const char *name; api_method_fn fn; } methods[] = {
     { "Transform", m_transform },
     { "Composite", m_composite },
     { "Histogram", m_histogram },
+    { "GetUrlBase", m_get_url_base },
+    { "DeleteUrlBase", m_delete_url_base },
 };
 
 api_method_fn images_method(const char *method)
@@ -530,9 +602,24 @@ api_method_fn images_method(const char *method)
     return NULL;
 }
 
+static void svc_free(void *p)
+{
+    images_svc *svc = p;
+    img_server_free(svc->server);
+    free(svc->hostname);
+    free(svc);
+}
+
 void images_register(api_server *srv, const char *home)
 {
     (void)home;
+    images_svc *svc = xcalloc(1, sizeof *svc);
+    blob_service *bs = blobstore_service(srv);
+    svc->server = img_server_new(api_shared(srv, "kv"), bs ? blobsvc_store(bs) : NULL);
+    const char *host = api_shared(srv, "app.hostname");
+    if (host && *host) svc->hostname = xstrdup(host);
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        api_register(srv, "images", methods[i].name, methods[i].fn, NULL);
+        api_register(srv, "images", methods[i].name, methods[i].fn, svc);
+    api_on_stop(srv, svc_free, svc);
+    api_share(srv, "images", svc->server);
 }
