@@ -469,7 +469,8 @@ static int do_crop(img **im, const img_transform *t, char *err, size_t errlen)
  * with a single value is left as it is. */
 static int do_lucky(img **im, char *err, size_t errlen)
 {
-    VipsImage *v = (*im)->v;
+    VipsImage *v = vips_image_copy_memory((*im)->v);   /* a ref when already in memory */
+    if (!v) return fail(IMG_E_UNSPECIFIED, err, errlen, "The image levels could not be adjusted.");
     int bands = v->Bands, w = v->Xsize, h = v->Ysize;
     uint64_t hist[3][256];
     memset(hist, 0, sizeof hist);
@@ -498,10 +499,10 @@ static int do_lucky(img **im, char *err, size_t errlen)
     if (bands == 4) for (int i = 0; i < 256; i++) lut[i * 4 + 3] = (uint8_t)i;
     VipsImage *l = vips_image_new_from_memory_copy(lut, 256 * (size_t)bands, 256, 1, bands,
                                                    VIPS_FORMAT_UCHAR);
-    if (!l) return fail(IMG_E_UNSPECIFIED, err, errlen, "The image levels could not be adjusted.");
     VipsImage *o = NULL;
-    if (vips_maplut(v, &o, l, NULL)) o = NULL;
-    g_object_unref(l);
+    if (l && vips_maplut(v, &o, l, NULL)) o = NULL;
+    if (l) g_object_unref(l);
+    g_object_unref(v);
     return replace(im, o, err, errlen, "The image levels could not be adjusted.");
 }
 
@@ -593,8 +594,8 @@ int img_encode(const img *im, int out_type, int quality, int has_bg, uint32_t bg
 
 int img_histogram(const img *im, uint32_t hist[3][256], char *err, size_t errlen)
 {
-    (void)err; (void)errlen;
-    VipsImage *v = im->v;
+    VipsImage *v = vips_image_copy_memory(im->v);   /* a ref when already in memory */
+    if (!v) return fail(IMG_E_UNSPECIFIED, err, errlen, "The image could not be measured.");
     memset(hist, 0, 3 * 256 * sizeof hist[0][0]);
     int bands = v->Bands, w = v->Xsize, h = v->Ysize;
     for (int y = 0; y < h; y++) {
@@ -604,6 +605,7 @@ int img_histogram(const img *im, uint32_t hist[3][256], char *err, size_t errlen
             for (int c = 0; c < 3; c++) hist[c][p[c] * a / 255]++;
         }
     }
+    g_object_unref(v);
     return IMG_OK;
 }
 

@@ -207,6 +207,7 @@ int img_serve_parse(const char *p, size_t n, img_serve_req *q)
     q->key[kl] = 0;
     if (!eq) return 0;
     const char *o = eq + 1, *end = p + n;
+    if (o == end) return -1;                   /* "=" and no option */
     while (o < end) {
         const char *dash = memchr(o, '-', (size_t)(end - o));
         size_t ol = dash ? (size_t)(dash - o) : (size_t)(end - o);
