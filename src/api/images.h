@@ -8,13 +8,17 @@
 
 #include "api/api.h"
 
-/* Register every method on srv. */
+/* Register every method on srv. Blobs come from the blobstore service and
+ * published serving URLs live in the "kv" engine, so this registers after
+ * datastore_v3 and blobstore; it shares its images/serving.h server as
+ * "images" for the router's /_ah/img/ pages, and reads the app's host name
+ * (for serving URLs) from "app.hostname" when the daemon shares it. */
 void images_register(api_server *srv, const char *home);
 
 /* The method implementing `method` (e.g. "Transform"), or NULL. The methods
- * need only ctx->app_id (and ctx->service_data as images_register sets it
- * for blob keys; NULL means inline images only), so tests and fuzzers can
- * call them without a server. */
+ * need only ctx->app_id; with ctx->service_data NULL (no images_register)
+ * they take inline images only and refuse blob keys and serving URLs, so
+ * tests and fuzzers can call them without a server. */
 api_method_fn images_method(const char *method);
 
 #endif

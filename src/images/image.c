@@ -209,8 +209,10 @@ static int load_header(img_format f, const void *data, size_t n, VipsImage **v)
 static VipsImage *normalize(VipsImage *v)
 {
     VipsImage *t = NULL;
-    if (!vips_colourspace_issupported(v)) { g_object_unref(v); return NULL; }
-    if (v->Type != VIPS_INTERPRETATION_sRGB || v->BandFmt != VIPS_FORMAT_UCHAR) {
+    /* Interpretations libvips cannot convert (e.g. a MULTIBAND TIFF) are
+     * taken as they are: cast to 8 bits, bands fixed below. */
+    if (vips_colourspace_issupported(v) &&
+        (v->Type != VIPS_INTERPRETATION_sRGB || v->BandFmt != VIPS_FORMAT_UCHAR)) {
         int rc = vips_colourspace(v, &t, VIPS_INTERPRETATION_sRGB, NULL);
         g_object_unref(v);
         if (rc) return NULL;
