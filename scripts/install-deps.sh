@@ -7,7 +7,9 @@ PKGS="build-essential pkg-config curl ca-certificates
  libseccomp-dev libjansson-dev python3 python3-dev python3-venv python3-pip
  clang libclang-rt-14-dev valgrind
  libvips-dev libexif-dev
- golang-go"
+ postgresql libpq-dev
+ golang-go
+ openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

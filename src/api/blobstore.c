@@ -168,7 +168,12 @@ int blobsvc_session_get(blob_service *s, const char *app, const char *sid, blob_
         out->max_bytes_total = prop_int(&e, "max_bytes_total");
         out->expires_us = prop_int(&e, "expires");
         ds_entity_free(&e);
-        if (out->expires_us && out->expires_us < wall_us()) rc = 0;
+        if (out->expires_us && out->expires_us < wall_us()) {
+            /* Expired: gone for good (a failed delete is retried next time). */
+            char derr[300];
+            delete_entity(s, app, SESSION_KIND, sid, derr, sizeof derr);
+            rc = 0;
+        }
     }
     buf_free(&raw);
     return rc;
@@ -196,7 +201,7 @@ int blobsvc_put_infos(blob_service *s, const char *app, const blob_info *bi, siz
         put_entity(&req, app, INFO_KIND, bi[i].key, props, 5);
     }
     ds_err e = {0, ""};
-    int rc = ds_put(s->ds, app, (const uint8_t *)buf_rp(&req), buf_unread(&req), &resp, &e);
+    int rc = ds_put_reserved(s->ds, app, (const uint8_t *)buf_rp(&req), buf_unread(&req), &resp, &e);
     buf_free(&req);
     buf_free(&resp);
     return rc < 0 ? ds_fail(&e, "store blob metadata", err, errlen) : 0;
@@ -295,7 +300,7 @@ static void CreateUploadURL(api_ctx *ctx, const uint8_t *req, size_t len, api_re
     buf put = BUF_INIT, resp = BUF_INIT;
     put_entity(&put, ctx->app_id, SESSION_KIND, sid, props, 5);
     ds_err e = {0, ""};
-    int rc = ds_put(s->ds, ctx->app_id, (const uint8_t *)buf_rp(&put), buf_unread(&put), &resp, &e);
+    int rc = ds_put_reserved(s->ds, ctx->app_id, (const uint8_t *)buf_rp(&put), buf_unread(&put), &resp, &e);
     buf_free(&put);
     buf_free(&resp);
     free(sp);
@@ -465,13 +470,22 @@ void blobstore_register(api_server *srv, const char *home)
     }
     free(defdir);
     if (host && *host) s->hostname = xstrdup(host);
-    api_register(srv, "blobstore", "CreateUploadURL", CreateUploadURL, s);
-    api_register(srv, "blobstore", "DeleteBlob", DeleteBlob, s);
-    api_register(srv, "blobstore", "FetchData", FetchData, s);
-    api_register(srv, "blobstore", "DecodeBlobKey", DecodeBlobKey, s);
-    api_register(srv, "blobstore", "CreateEncodedGoogleStorageKey", CreateEncodedGoogleStorageKey, s);
+    static const char *methods[] = {"CreateUploadURL", "DeleteBlob", "FetchData", "DecodeBlobKey",
+                                    "CreateEncodedGoogleStorageKey", NULL};
+    for (int i = 0; methods[i]; i++) api_register(srv, "blobstore", methods[i], blobstore_method(methods[i]), s);
     api_on_stop(srv, service_free, s);
     api_share(srv, "blobstore", s);
 }
 
 blob_service *blobstore_service(api_server *srv) { return api_shared(srv, "blobstore"); }
+
+api_method_fn blobstore_method(const char *name)
+{
+    static const struct { const char *name; api_method_fn fn; } m[] = {
+        {"CreateUploadURL", CreateUploadURL}, {"DeleteBlob", DeleteBlob}, {"FetchData", FetchData},
+        {"DecodeBlobKey", DecodeBlobKey}, {"CreateEncodedGoogleStorageKey", CreateEncodedGoogleStorageKey},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!strcmp(m[i].name, name)) return m[i].fn;
+    return NULL;
+}

@@ -56,6 +56,8 @@ typedef struct {
 } blob_info;
 
 void blobstore_register(api_server *srv, const char *home);
+/* A method by name ("FetchData", ...), for tests; NULL when unknown. */
+api_method_fn blobstore_method(const char *name);
 /* The service the daemon's router shares, or NULL when not registered. */
 blob_service *blobstore_service(api_server *srv);
 blob_store *blobsvc_store(blob_service *s);

@@ -7,7 +7,8 @@
  *                               characters, so no directory grows huge)
  *   DIR/<app>/.tmp/<key>.<rnd>  a blob being written
  *
- * A writer appends to its temporary file; commit fsyncs it, link()s it to
+ * A writer appends to its temporary file (starting writeback every 8 MiB,
+ * so the final flush is short); commit fsyncs it, link()s it to
  * its final name (link fails if the key exists, so a blob is never
  * replaced), fsyncs the directory and unlinks the temporary name. Crash
  * before commit: only a .tmp file is left (removed when the store opens and
@@ -33,9 +34,12 @@ typedef struct {
     char *dir;
 } local_store;
 
+#define WRITEBACK_STEP (8u << 20)   /* start writing back every 8 MiB */
+
 typedef struct {
     blob_writer base;
     int fd;
+    uint64_t flushed;              /* bytes whose writeback was started */
     char *tmp, *final, *subdir;
 } local_writer;
 
@@ -107,6 +111,13 @@ static int l_write(blob_writer *bw, const void *p, size_t n, char *err, size_t e
         }
         c += k;
         n -= (size_t)k;
+    }
+    /* Start writeback as the blob grows, so that commit's fsync has little
+     * left to wait for and a large upload does not pile up dirty pages. */
+    uint64_t end = w->base.written + (uint64_t)(c - (const char *)p);
+    if (end - w->flushed >= WRITEBACK_STEP) {
+        sync_file_range(w->fd, (off_t)w->flushed, (off_t)(end - w->flushed), SYNC_FILE_RANGE_WRITE);
+        w->flushed = end;
     }
     return BLOB_OK;
 }

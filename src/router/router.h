@@ -9,7 +9,8 @@
  * listening socket, connections, and idle upstream connections. One access
  * log line per request.
  *
- * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413);
+ * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413;
+ * Blobstore uploads stream to the blob store instead, see upload.c);
  * a head must arrive within 20 s, idle keep-alive connections close after
  * 60 s, a stalled body read after 30 s. Malformed requests get 400 and the
  * connection is closed. */
