@@ -123,3 +123,16 @@ def test_app_transforms_blob_by_key(site):
     r = requests.get(site["base"] + "/thumb", params={"key": "thumbKey", "width": 40}, timeout=30)
     assert r.status_code == 200, r.text
     assert Image.open(io.BytesIO(r.content)).size == (40, 20)
+
+
+def test_uploaded_photo_served(site):
+    """A photo uploaded through a Blobstore upload URL, then served."""
+    upload = requests.get(site["base"] + "/upload_url", timeout=30).text
+    assert "/_ah/upload/" in upload
+    path = urllib.parse.urlsplit(upload).path
+    r = requests.post(site["base"] + path, data={"size": "64"},
+                      files={"file": ("photo.png", picture(200, 100, "PNG"), "image/png")}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert "/_ah/img/" in r.text and r.text.endswith("=s64")
+    im = Image.open(io.BytesIO(fetch(site, r.text).content))
+    assert im.format == "PNG" and im.size == (64, 32)

@@ -1,8 +1,10 @@
 """Images test app: serving URLs and blob-key transforms through Google's
 SDK (google.appengine.api.images), driven by the test over HTTP."""
+import cgi
 import os
 import urllib.parse
 
+from google.appengine.ext import blobstore
 from google.appengine.api import images
 from google.appengine.api import wrap_wsgi_app
 
@@ -21,6 +23,12 @@ def app(environ, start_response):
         elif path == "/delete":
             images.delete_serving_url(q["key"])
             out = b"deleted"
+        elif path == "/upload_url":
+            out = blobstore.create_upload_url("/uploaded").encode()
+        elif path == "/uploaded":       # the router's post after an upload
+            form = cgi.FieldStorage(fp=environ["wsgi.input"], environ=environ)
+            info = blobstore.parse_blob_info(form["file"])
+            out = images.get_serving_url(info.key(), size=int(form.getfirst("size"))).encode()
         elif path == "/thumb":
             img = images.Image(blob_key=q["key"])
             img.resize(int(q["width"]))
