@@ -536,3 +536,19 @@ def test_memory_stays_bounded(server):
         work()
     after = rss_kb(server.proc.pid)
     assert after - before < 40 * 1024, (before, after)
+
+
+def test_parallel_requests(server):
+    """More requests at once than IMG_MAX_ACTIVE: all answered, each right."""
+    from concurrent.futures import ThreadPoolExecutor
+    src = encode(halves(400, 200), "JPEG")
+
+    from google.appengine.runtime import default_api_stub
+
+    def one(i):
+        default_api_stub.DefaultApiStub.SetUseRequestSecurityTicketForThread(True)
+        w = 20 + i
+        return decode(images.resize(src, w)).size == (w, w // 2)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, range(16)))
