@@ -5,7 +5,9 @@
  * depends on it (a Transform is a resize when width or height is present, a
  * rotation when rotate is present, even rotate = 0), checks every parameter
  * before decoding any picture, then runs the work between img_acquire() and
- * img_release(), which bound how many requests hold decoded pictures at once.
+ * img_release(), which bound how many requests hold decoded pictures at once,
+ * inside api_blocking_begin/end so that calls to other services are never
+ * left without a free worker.
  *
  * One Transform message must ask for exactly one operation; the operations
  * run in the order given. Orientation correction (CORRECT_ORIENTATION) is
@@ -233,6 +235,20 @@ static void put_image(buf *out, uint32_t field, const buf *data, const img *im)
     pb_end(out, m);
 }
 
+/* Image work may wait for a slot (img_acquire) and then keep a CPU busy for
+ * a while: the server is told, so other services' calls keep free workers. */
+static void work_begin(api_ctx *ctx)
+{
+    api_blocking_begin(ctx);
+    img_acquire();
+}
+
+static void work_end(api_ctx *ctx)
+{
+    img_release();
+    api_blocking_end(ctx);
+}
+
 static int ready(api_reply *reply)
 {
     char err[256];
@@ -312,7 +328,7 @@ static void m_transform(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     if (rc) goto fail;
     if (!ready(reply)) goto out;
 
-    img_acquire();
+    work_begin(ctx);
     img *im = NULL;
     buf meta = BUF_INIT, data = BUF_INIT;
     rc = decode_source(ctx, &q->image, 0, &im, err, sizeof err);
@@ -326,7 +342,7 @@ static void m_transform(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
         pb_put_bytes(&reply->response, 2, meta.data, meta.len);
     }
     img_free(im);
-    img_release();
+    work_end(ctx);
     buf_free(&meta);
     buf_free(&data);
     if (!rc) goto out;
@@ -464,7 +480,7 @@ static void m_composite(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     if ((rc = check_composite(q, err, sizeof err))) goto fail;
     if (!ready(reply)) goto out;
 
-    img_acquire();
+    work_begin(ctx);
     img *src[IMG_MAX_COMPOSITES] = {0}, *canvas = NULL;
     buf data = BUF_INIT;
     long long used = 0;
@@ -490,7 +506,7 @@ static void m_composite(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     if (!rc) put_image(&reply->response, 1, &data, canvas);
     img_free(canvas);
     for (int i = 0; i < q->ni; i++) img_free(src[i]);
-    img_release();
+    work_end(ctx);
     buf_free(&data);
     if (!rc) goto out;
 fail:
@@ -517,12 +533,12 @@ static void m_histogram(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     if (!ready(reply)) return;
     char err[512];
     uint32_t (*hist)[256] = xmalloc(3 * sizeof *hist);
-    img_acquire();
+    work_begin(ctx);
     img *im = NULL;
     rc = decode_source(ctx, &d, 0, &im, err, sizeof err);
     if (!rc) rc = img_histogram(im, hist, err, sizeof err);
     img_free(im);
-    img_release();
+    work_end(ctx);
     if (rc) {
         api_app_error(reply, rc, "%s", err);
     } else {
