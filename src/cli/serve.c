@@ -195,6 +195,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
         .verify_internal = verify_internal, .internal_arg = internal_key,
         .blob = blobstore_service(api),
+        .images = api_shared(api, "images"),
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;

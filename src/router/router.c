@@ -535,6 +535,7 @@ static void on_head(rconn *c, const http_request *req)
         c->state = CS_BODY;
         return;
     }
+    if (img_route(c, req, dpath, (size_t)dl)) { free(dpath); return; }   /* /_ah/img/ */
     app_match m;
     if (!appcfg_match(r->c.cfg, dpath, (size_t)dl, &m)) {
         free(dpath);

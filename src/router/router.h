@@ -58,6 +58,9 @@ typedef struct {
     /* The Blobstore (api/blobstore.h): uploads to /_ah/upload/SESSION and
      * responses carrying X-AppEngine-BlobKey. NULL: neither is handled. */
     struct blob_service *blob;
+    /* The images service's serving URLs (images/serving.h): /_ah/img/.
+     * NULL: not handled. */
+    struct img_server *images;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

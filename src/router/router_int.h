@@ -163,6 +163,10 @@ int  sendblob_head(rconn *c, const http_response *resp);
 void static_serve(rconn *c, const app_match *m, const http_request *req);
 void static_cache_free(rthread *t);
 
+/* img.c: answer /_ah/img/ (serving URLs) when the router has images;
+ * returns 1 when it did (the response is in c->out). */
+int  img_route(rconn *c, const http_request *req, const char *dpath, size_t dl);
+
 /* proxy.c */
 void proxy_dispatch(rconn *c);           /* c->upreq ready: find an instance and send */
 void proxy_on_event(upconn *u, uint32_t events);
