@@ -5,6 +5,7 @@
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
+ *   cyclozzo --logs APP [--follow] [--count N] | --verify-token TOKEN
  *   cyclozzo --help | --version
  *
  * Flags follow the original Cyclozzo command line. Each command is a small
@@ -21,6 +22,7 @@
 #include "cli/serve.h"
 #include "cli/state.h"
 #include "cli/usercmd.h"
+#include "cli/logscmd.h"
 #include "core/util.h"
 
 #define CYCLOZZO_VERSION "1.0.0-dev"
@@ -36,6 +38,8 @@ static void usage(FILE *f)
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
         "  cyclozzo --remove-user EMAIL\n"
         "  cyclozzo --list-users\n"
+        "  cyclozzo --logs APP [--follow] [--count N]\n"
+        "  cyclozzo --verify-token TOKEN\n"
         "  cyclozzo --help | --version\n"
         "\n"
         "  --start application  validate DIR/app.yaml, prepare the app and serve it on\n"
@@ -51,6 +55,9 @@ static void usage(FILE *f)
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
         "  --list-users         list accounts: email, administrator, user id\n"
+        "  --logs APP           the app's newest requests (--count N, default 100), oldest\n"
+        "                       first, each with its app log lines; --follow keeps printing\n"
+        "  --verify-token TOKEN check an app_identity access token: app, scopes, expiry\n"
         "\n"
         "Data and state live under $CYCLOZZO_HOME (default ~/.cyclozzo, or\n"
         "/var/lib/cyclozzo for root).\n");
@@ -61,6 +68,8 @@ typedef struct {
     int port, status, foreground, threads, dev, no_sandbox;
     const char *add_user, *remove_user;
     int list_users, admin, password_stdin;
+    const char *logs, *verify_token;
+    int follow, count;
 } cli_opts;
 
 static int need_value(int i, int argc, char **argv)
@@ -180,6 +189,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--admin")) o.admin = 1;
         else if (!strcmp(a, "--password-stdin")) o.password_stdin = 1;
         else if (!strcmp(a, "--list-users")) o.list_users = 1;
+        else if (!strcmp(a, "--follow")) o.follow = 1;
+        else if (!strcmp(a, "--logs")) { if (!need_value(i, argc, argv)) return 2; o.logs = argv[++i]; }
+        else if (!strcmp(a, "--verify-token")) { if (!need_value(i, argc, argv)) return 2; o.verify_token = argv[++i]; }
+        else if (!strcmp(a, "--count")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.count)) return 2; i++; }
         else if (!strcmp(a, "--add-user")) { if (!need_value(i, argc, argv)) return 2; o.add_user = argv[++i]; }
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
@@ -201,6 +214,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
         return 2;
     }
+    if ((o.follow || o.count) && !o.logs) {
+        fprintf(stderr, "cyclozzo: %s goes with --logs APP\n", o.follow ? "--follow" : "--count");
+        return 2;
+    }
+    if (o.logs) return logscmd_show(o.logs, o.follow, o.count);
+    if (o.verify_token) return logscmd_verify_token(o.verify_token);
     if (o.add_user) return usercmd_add(o.add_user, o.admin, o.password_stdin);
     if (o.remove_user) return usercmd_remove(o.remove_user);
     if (o.list_users) return usercmd_list();

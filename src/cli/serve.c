@@ -23,6 +23,9 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/app_identity.h"
+#include "api/logservice.h"
+#include "api/modules.h"
 #include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
@@ -138,7 +141,13 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
     api_register_all(api, home);
+    const char *md_secret = app_identity_metadata_enable(api, app_id);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
+    char md_host[128] = "";
+    if (md_secret) snprintf(md_host, sizeof md_host, "127.0.0.1:%d/%s", api_server_port(api), md_secret);
+    /* The request log: written by the router, read through the logservice. */
+    logstore *logs = logservice_store(api, app_id, err, sizeof err);
+    if (!logs) log_error("serve", "app=%s msg=\"requests will not be logged\" reason=%s", project, log_q(err));
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
     /* Task queues and cron: queue.yaml goes to the taskqueue service, both
@@ -166,6 +175,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
         .no_sandbox = o->no_sandbox,
+        .metadata_host = md_host[0] ? md_host : NULL,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
     static minter mt;
@@ -180,10 +190,17 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
         .verify_internal = verify_internal, .internal_arg = internal_key,
+        .logs = logs, .module = cfg->service ? cfg->service : "default", .version = ic.version,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
     rc_.im = im;
+    modules_info mi = {
+        .module = cfg->service ? cfg->service : "default", .version = ic.version, .hostname = hostport,
+        .manual_scaling = cfg->scaling.kind == SCALING_MANUAL, .instances = ic.min_instances,
+        .memory_mb = appcfg_memory_mb(cfg), .im = im,
+    };
+    modules_configure(api, &mi);
     rt = router_new(&rc_, err, sizeof err);
     if (!rt) goto fail_free;
     if (instmgr_start(im, 120000, err, sizeof err) < 0) goto fail_free;
@@ -233,6 +250,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     rc = 0;
     state_remove(o->port);
     router_free(rt);
+    modules_detach(api);
     instmgr_stop(im);
     api_server_stop(api);
     users_ctx_free(users);
@@ -244,6 +262,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
 fail_free:
     cron_config_free(ccfg);
     if (rt) router_free(rt);
+    if (api) modules_detach(api);
     if (im) instmgr_stop(im);
     users_ctx_free(users);
     free(run_dir);

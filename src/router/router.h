@@ -54,6 +54,11 @@ typedef struct {
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;
+    /* The app's request log (src/logs/store.h; NULL: none) and the module
+     * and version its records name. */
+    struct logstore *logs;
+    const char *module;
+    const char *version;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */
