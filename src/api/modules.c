@@ -13,7 +13,8 @@
  * SetNumInstances on a version that is not manually scaled -> INVALID_VERSION,
  * an instance number out of range -> INVALID_INSTANCES.
  *
- * system.GetSystemStats sums the app's instances from /proc: cpu.total is
+ * system.GetSystemStats sums the app's instances (with every process they
+ * started) from /proc: cpu.total is
  * their CPU seconds, cpu.current their CPU use in percent of one core since
  * the previous call (0 on the first); memory.current is
  * their resident memory in MB, memory.total their memory limit in MB.
@@ -24,6 +25,7 @@
  * system/system_service.proto (field numbers in the handlers below). */
 #include "api/modules.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,11 +220,13 @@ static void m_hostname(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *r
 
 /* ---- system ---- */
 
-/* CPU seconds and resident MB of one process. 0, or -1 if it is gone. */
-static int proc_usage(pid_t pid, double *cpu_s, double *rss_mb)
+typedef struct { int pid, ppid; double cpu_s, rss_mb; int mark; } pstat;
+
+/* One /proc/PID/stat: 0, or -1 if it is gone or unreadable. */
+static int proc_stat(int pid, pstat *o)
 {
     char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "re");
     if (!f) return -1;
     size_t n = fread(text, 1, sizeof text - 1, f);
@@ -232,14 +236,52 @@ static int proc_usage(pid_t pid, double *cpu_s, double *rss_mb)
     if (!p) return -1;
     unsigned long long ut = 0, st = 0;
     long long rss = 0;
-    /* after ")": state(3) ... utime(14) stime(15) ... rss(24) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %lld",
-               &ut, &st, &rss) != 3)
+    int ppid = 0;
+    /* after ")": state ppid ... utime(14) stime(15) ... rss(24) */
+    if (sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %lld",
+               &ppid, &ut, &st, &rss) != 4)
         return -1;
     long tck = sysconf(_SC_CLK_TCK), pg = sysconf(_SC_PAGESIZE);
-    *cpu_s = (double)(ut + st) / (double)(tck > 0 ? tck : 100);
-    *rss_mb = (double)rss * (double)(pg > 0 ? pg : 4096) / (1024.0 * 1024.0);
+    o->pid = pid;
+    o->ppid = ppid;
+    o->cpu_s = (double)(ut + st) / (double)(tck > 0 ? tck : 100);
+    o->rss_mb = (double)rss * (double)(pg > 0 ? pg : 4096) / (1024.0 * 1024.0);
+    o->mark = 0;
     return 0;
+}
+
+/* CPU seconds and resident MB of the instance processes and everything
+ * they started (a sandboxed instance is a small init and the runtime). */
+static void tree_usage(const pid_t *roots, int nroots, double *cpu, double *mem)
+{
+    *cpu = *mem = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    size_t cap = 256, n = 0;
+    pstat *ps = xmalloc(cap * sizeof *ps);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        if (n == cap) ps = xrealloc(ps, (cap *= 2) * sizeof *ps);
+        if (proc_stat((int)pid, &ps[n]) == 0) n++;
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < nroots; j++)
+            if (ps[i].pid == roots[j]) ps[i].mark = 1;
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (ps[i].mark) continue;
+            for (size_t j = 0; j < n; j++)
+                if (ps[j].mark && ps[j].pid == ps[i].ppid) { ps[i].mark = 1; changed = 1; break; }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ps[i].mark) { *cpu += ps[i].cpu_s; *mem += ps[i].rss_mb; }
+    free(ps);
 }
 
 static void put_stat(buf *b, uint32_t field, double current, double total)
@@ -263,11 +305,8 @@ static void m_system_stats(api_ctx *ctx, const uint8_t *in, size_t len, api_repl
     }
     pid_t pids[256];
     int n = instmgr_pids(s->im, pids, 256);
-    double cpu = 0, mem = 0;
-    for (int i = 0; i < n; i++) {
-        double c, m;
-        if (proc_usage(pids[i], &c, &m) == 0) { cpu += c; mem += m; }
-    }
+    double cpu, mem;
+    tree_usage(pids, n, &cpu, &mem);
     int64_t now = now_us();
     double current = 0;      /* first call: no interval to measure yet */
     if (s->last_us && now > s->last_us && cpu >= s->last_cpu_s)

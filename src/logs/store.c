@@ -647,13 +647,12 @@ logstore *logstore_open(const char *home, const char *project, int writable,
         mdb_cursor_close(cur);
     }
     ls->next_line = (uint64_t)wall_us() << 4;
+    /* committed even when read-only: an aborted txn would close the dbi handles */
+    if ((rc = mdb_txn_commit(txn)) != 0) { set_err(err, errlen, "cannot open the request log %s: %s", dir, mdb_strerror(rc)); goto fail; }
     if (writable) {
-        if ((rc = mdb_txn_commit(txn)) != 0) { set_err(err, errlen, "cannot open the request log %s: %s", dir, mdb_strerror(rc)); goto fail; }
         ls->last_sync_us = now_us();
         if (pthread_create(&ls->writer, NULL, writer_main, ls) != 0) { set_err(err, errlen, "cannot start the request log writer"); goto fail; }
         ls->started = 1;
-    } else {
-        mdb_txn_abort(txn);
     }
     free(dir);
     return ls;
