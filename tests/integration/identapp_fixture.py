@@ -13,8 +13,8 @@ APP = os.path.join(ROOT, "tests", "integration", "apps", "identapp")
 
 
 class IdentApp:
-    def __init__(self, tmp_path_factory, extra_env=None):
-        self.home = str(tmp_path_factory.mktemp("identhome"))
+    def __init__(self, tmp_path_factory, extra_env=None, home=None):
+        self.home = home or str(tmp_path_factory.mktemp("identhome"))
         self.env = dict(os.environ, CYCLOZZO_HOME=self.home, **(extra_env or {}))
         self.dir = str(tmp_path_factory.mktemp("identapp"))
         shutil.copytree(APP, self.dir, dirs_exist_ok=True)

@@ -107,6 +107,8 @@ def emit_logs(q):
     if q.get("critical"):
         logging.critical("critical %s", tag)
     print("printed %s" % tag)
+    for i in range(int(q.get("big", 0))):
+        logging.info("big %s %d %s", tag, i, "x" * 16000)
     return {"rid": os.environ.get("REQUEST_LOG_ID", "")}
 
 
