@@ -4,8 +4,8 @@
  *   req   seq (8 bytes, big-endian; grows with every write) -> header + RequestLog
  *         header: 8 bytes time (end, or start while incomplete, Unix us, BE),
  *         1 byte finished, 1 byte highest app log level + 1 (0: none), 6 spare;
- *         then the RequestLog protobuf (log_service.proto) without offset
- *         and lines, which are added when it is read.
+ *         then the RequestLog protobuf (log_service.proto) without offset,
+ *         combined and lines, which are added when it is read.
  *   rid   request id -> seq of its record
  *   line  request id, 0, 8-byte line sequence -> UserAppLogLine (the same
  *         fields as LogLine: 1 time, 2 level, 3 message, so it is copied as is)
@@ -14,8 +14,9 @@
  * order is the order requests finished, and reading newest first is a
  * backwards cursor walk. An offset is the seq of the last record returned.
  *
- * Writes go through a queue to one writer thread, which commits everything
- * queued in one transaction and then prunes: records whose time is older
+ * Writes go through a queue to one writer thread, which lets a batch gather
+ * for 20 ms (or 5000 records, or until a reader asks for everything written
+ * so far with logstore_sync), commits it in one transaction and then prunes: records whose time is older
  * than max_age, then the oldest records while the used pages exceed
  * max_bytes. The environment is opened MDB_NOSYNC: a commit reaches the
  * kernel at once (it survives the daemon's crash and restart) and is synced
@@ -38,6 +39,8 @@
 #define MAX_RID      64
 #define PRUNE_BATCH  2000
 #define SYNC_EVERY_US (5LL * 1000000)
+#define BATCH_WAIT_US 20000       /* a batch gathers this long... */
+#define BATCH_MAX     5000        /* ...or until this many are queued */
 
 enum { Q_REQUEST = 1, Q_LINES };
 
@@ -45,7 +48,9 @@ typedef struct qitem {
     int kind;
     char rid[MAX_RID + 1];
     int64_t time_us;              /* end (request) or start (lines) */
-    buf data;                     /* RequestLog pb, or UserAppLogGroup */
+    int64_t start_us, size;       /* Q_REQUEST */
+    int status;
+    buf data;                     /* Q_REQUEST: packed strings; Q_LINES: UserAppLogGroup */
     buf meta;                     /* Q_LINES: app id and version for an incomplete record */
     struct qitem *next;
 } qitem;
@@ -64,6 +69,7 @@ struct logstore {
     long queued, dropped;
     uint64_t enq_gen, done_gen;   /* items handed in / committed */
     int stop, started;
+    int sync_wanted;              /* logstore_sync waits: commit now */
     pthread_t writer;
     int64_t last_sync_us;
 };
@@ -88,6 +94,13 @@ void logstore_limits_from_env(logstore_limits *l)
 }
 
 /* ---- writing (the writer thread) ---- */
+
+static void put_opt(buf *b, uint32_t f, const char *s)
+{
+    if (s && *s) pb_put_str(b, f, s);
+}
+
+static void encode_request(const qitem *it, buf *b);
 
 static int get_seq_of(MDB_txn *txn, logstore *ls, const char *rid, uint64_t *seq)
 {
@@ -141,7 +154,11 @@ static int write_request(MDB_txn *txn, logstore *ls, qitem *it)
     if (get_record(txn, ls, it->rid, old, &pb) == 0) hdr[9] = old[9];   /* keep the lines' level */
     put_be64(hdr, (uint64_t)it->time_us);
     hdr[8] = 1;
-    return put_record(txn, ls, it->rid, hdr, it->data.data, it->data.len);
+    buf b = BUF_INIT;
+    encode_request(it, &b);
+    int rc = put_record(txn, ls, it->rid, hdr, b.data, b.len);
+    buf_free(&b);
+    return rc;
 }
 
 static int write_lines(MDB_txn *txn, logstore *ls, qitem *it)
@@ -244,6 +261,17 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&ls->cv, &ls->mu, &ts);
             if (!ls->head) break;
         }
+        if (ls->head && !ls->stop && !ls->sync_wanted) {
+            /* Let a batch gather: one commit per BATCH_WAIT_US under load,
+             * not one per request. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += BATCH_WAIT_US * 1000;
+            if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+            while (!ls->stop && !ls->sync_wanted && ls->queued < BATCH_MAX &&
+                   pthread_cond_timedwait(&ls->cv, &ls->mu, &ts) == 0) {}
+        }
+        ls->sync_wanted = 0;
         qitem *items = ls->head;
         uint64_t gen = ls->enq_gen;
         long dropped = ls->dropped;
@@ -293,14 +321,13 @@ static void enqueue(logstore *ls, qitem *it)
     ls->tail = it;
     ls->queued++;
     ls->enq_gen++;
-    if (ls->queued == 1) pthread_cond_signal(&ls->cv);
+    if (ls->queued == 1 || ls->queued == BATCH_MAX) pthread_cond_signal(&ls->cv);
     pthread_mutex_unlock(&ls->mu);
 }
 
-static void put_opt(buf *b, uint32_t f, const char *s)
-{
-    if (s && *s) pb_put_str(b, f, s);
-}
+/* The router's thread only copies the record into the queue item (strings
+ * packed NUL-separated in data, in this order); the writer encodes it. */
+enum { RS_APP, RS_MODULE, RS_VERSION, RS_IP, RS_NICK, RS_METHOD, RS_RESOURCE, RS_HTTPV, RS_REF, RS_UA, RS_HOST, RS_N };
 
 void logstore_add_request(logstore *ls, const logrec *r)
 {
@@ -309,42 +336,44 @@ void logstore_add_request(logstore *ls, const logrec *r)
     it->kind = Q_REQUEST;
     snprintf(it->rid, sizeof it->rid, "%s", r->request_id);
     it->time_us = r->end_us;
-    buf *b = &it->data;
-    pb_put_str(b, 1, r->app_id ? r->app_id : "");
-    pb_put_str(b, 37, r->module && *r->module ? r->module : "default");
-    pb_put_str(b, 2, r->version ? r->version : "");
-    pb_put_str(b, 3, r->request_id);
-    pb_put_str(b, 4, r->ip ? r->ip : "");
-    put_opt(b, 5, r->nickname);
-    pb_put_int(b, 6, r->start_us);
-    pb_put_int(b, 7, r->end_us);
-    pb_put_int(b, 8, r->end_us - r->start_us);
-    pb_put_int(b, 9, 0);
-    pb_put_str(b, 10, r->method ? r->method : "");
-    pb_put_str(b, 11, r->resource ? r->resource : "");
-    pb_put_str(b, 12, r->http_version ? r->http_version : "");
-    pb_put_int(b, 13, r->status);
-    pb_put_int(b, 14, r->response_size);
-    put_opt(b, 15, r->referrer);
-    put_opt(b, 16, r->user_agent);
-    pb_put_str(b, 17, "");
-    /* combined: Apache combined log format */
-    buf c = BUF_INIT;
-    time_t sec = (time_t)(r->start_us / 1000000);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    char ts[64];
-    strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S +0000", &tm);
-    buf_printf(&c, "%s - %s [%s] \"%s %s %s\" %d %lld \"%s\" \"%s\"", r->ip && *r->ip ? r->ip : "-",
-               r->nickname && *r->nickname ? r->nickname : "-", ts, r->method ? r->method : "-",
-               r->resource ? r->resource : "-", r->http_version ? r->http_version : "-", r->status,
-               (long long)r->response_size, r->referrer && *r->referrer ? r->referrer : "-",
-               r->user_agent && *r->user_agent ? r->user_agent : "-");
-    pb_put_bytes(b, 18, c.data, c.len);
-    buf_free(&c);
-    put_opt(b, 20, r->host);
-    pb_put_bool(b, 27, 1);
+    it->start_us = r->start_us;
+    it->status = r->status;
+    it->size = r->response_size;
+    const char *v[RS_N] = {r->app_id, r->module, r->version, r->ip, r->nickname, r->method, r->resource,
+                           r->http_version, r->referrer, r->user_agent, r->host};
+    for (int i = 0; i < RS_N; i++) {
+        const char *x = v[i] ? v[i] : "";
+        buf_append(&it->data, x, strlen(x) + 1);
+    }
     enqueue(ls, it);
+}
+
+/* Turn a packed Q_REQUEST item into the RequestLog it stores. */
+static void encode_request(const qitem *it, buf *b)
+{
+    const char *v[RS_N];
+    const char *p = it->data.data;
+    for (int i = 0; i < RS_N; i++) { v[i] = p; p += strlen(p) + 1; }
+    pb_put_str(b, 1, v[RS_APP]);
+    pb_put_str(b, 37, *v[RS_MODULE] ? v[RS_MODULE] : "default");
+    pb_put_str(b, 2, v[RS_VERSION]);
+    pb_put_str(b, 3, it->rid);
+    pb_put_str(b, 4, v[RS_IP]);
+    put_opt(b, 5, v[RS_NICK]);
+    pb_put_int(b, 6, it->start_us);
+    pb_put_int(b, 7, it->time_us);
+    pb_put_int(b, 8, it->time_us - it->start_us);
+    pb_put_int(b, 9, 0);
+    pb_put_str(b, 10, v[RS_METHOD]);
+    pb_put_str(b, 11, v[RS_RESOURCE]);
+    pb_put_str(b, 12, v[RS_HTTPV]);
+    pb_put_int(b, 13, it->status);
+    pb_put_int(b, 14, it->size);
+    put_opt(b, 15, v[RS_REF]);
+    put_opt(b, 16, v[RS_UA]);
+    pb_put_str(b, 17, "");
+    put_opt(b, 20, v[RS_HOST]);
+    pb_put_bool(b, 27, 1);
 }
 
 void logstore_add_lines(logstore *ls, const char *app_id, const char *version, const char *request_id,
@@ -366,7 +395,7 @@ void logstore_sync(logstore *ls)
     if (!ls || !ls->started) return;
     pthread_mutex_lock(&ls->mu);
     uint64_t want = ls->enq_gen;
-    pthread_cond_signal(&ls->cv);
+    if (ls->done_gen < want) { ls->sync_wanted = 1; pthread_cond_signal(&ls->cv); }
     while (ls->done_gen < want) pthread_cond_wait(&ls->done_cv, &ls->mu);
     pthread_mutex_unlock(&ls->mu);
 }
@@ -469,6 +498,38 @@ static int pb_field(const uint8_t *p, size_t n, uint32_t want, const uint8_t **o
     return -1;
 }
 
+/* Field 18, the Apache combined log line, made from the stored fields
+ * (not stored: it would double the writer's work). */
+static void put_combined(buf *out, const uint8_t *pb, size_t pn)
+{
+    const uint8_t *sv[17] = {0};
+    size_t sl[17] = {0};
+    int64_t start = 0, status = 0, size = 0;
+    pb_reader r;
+    pb_reader_init(&r, pb, pn);
+    uint32_t f;
+    int wt;
+    while (pb_next(&r, &f, &wt) > 0) {
+        if (f == 6) pb_int64(&r, wt, &start);
+        else if (f == 13) pb_int64(&r, wt, &status);
+        else if (f == 14) pb_int64(&r, wt, &size);
+        else if (f < 17 && wt == 2) pb_bytes(&r, wt, &sv[f], &sl[f]);
+        else if (pb_skip(&r, wt, f) < 0) break;
+    }
+#define S(i, dash) (int)(sl[i] ? sl[i] : (dash) ? 1 : 0), (sl[i] ? (const char *)sv[i] : (dash) ? "-" : "")
+    time_t sec = (time_t)(start / 1000000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char ts[64];
+    strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    buf c = BUF_INIT;
+    buf_printf(&c, "%.*s - %.*s [%s] \"%.*s %.*s %.*s\" %lld %lld \"%.*s\" \"%.*s\"", S(4, 1), S(5, 1), ts,
+               S(10, 1), S(11, 1), S(12, 1), (long long)status, (long long)size, S(15, 1), S(16, 1));
+#undef S
+    pb_put_bytes(out, 18, c.data, c.len);
+    buf_free(&c);
+}
+
 /* Append one record (with offset and lines) if it passes q. 1 added, 0 skipped. */
 static int emit(logstore *ls, MDB_txn *txn, const logquery *q, uint64_t seq, MDB_val *v, buf *out, int64_t *last_time)
 {
@@ -497,6 +558,7 @@ static int emit(logstore *ls, MDB_txn *txn, const logquery *q, uint64_t seq, MDB
     }
     size_t m = pb_begin(out, 1);
     buf_append(out, pb, pn);
+    if (finished) put_combined(out, pb, pn);
     uint8_t sk[8];
     put_be64(sk, seq);
     size_t om = pb_begin(out, 35);
