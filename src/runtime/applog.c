@@ -142,7 +142,7 @@ void applog_end(const char *app_id, const char *rid)
         pb_end(&t_lines, m);
     }
     const char *host = getenv("API_HOST"), *port = getenv("API_PORT");
-    if (!host || !port) { buf_reset(&t_lines); return; }
+    if (!host || !port) { buf_free(&t_lines); return; }
     buf flush = BUF_INIT, body = BUF_INIT;
     pb_put_bytes(&flush, 1, t_lines.data, t_lines.len);
     remote_api_request rq = {
@@ -157,5 +157,5 @@ void applog_end(const char *app_id, const char *rid)
                  log_q(app_id), log_q(rid), log_q(err));
     buf_free(&flush);
     buf_free(&body);
-    if (t_lines.cap > 65536) buf_free(&t_lines); else buf_reset(&t_lines);
+    buf_free(&t_lines);          /* never left behind in a thread that ends */
 }
