@@ -10,6 +10,8 @@
 #include "api/app_identity.h"
 #include "api/modules.h"
 #include "api/logservice.h"
+#include "api/urlfetch.h"
+#include "api/mail.h"
 
 void datastore_v3_register(api_server *srv, const char *home);   /* datastore_v3.c */
 
@@ -39,6 +41,13 @@ void api_register_all(api_server *srv, const char *home)
 
     /* logservice (logservice.c: request and app logs in logs/store.c) */
     logservice_register(srv, home);
+
+    /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
+    urlfetch_register(srv, home);
+
+    /* mail (mail.c: mailmsg.c builds the messages, smtp.c relays them,
+     * outbox.c keeps them when no relay is configured) */
+    mail_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

@@ -26,6 +26,8 @@
 #include "api/app_identity.h"
 #include "api/logservice.h"
 #include "api/modules.h"
+#include "api/mail.h"
+#include "api/urlfetch.h"
 #include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
@@ -142,6 +144,11 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     if (!api) goto fail;
     api_register_all(api, home);
     const char *md_secret = app_identity_metadata_enable(api, app_id);
+    /* mail relay settings; the app's own public port stays fetchable */
+    mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
+                      .smtp_password_file = o->smtp_password_file, .smtp_starttls = o->smtp_starttls};
+    if (mail_configure(api, &mc, err, sizeof err) < 0) goto fail;
+    urlfetch_allow_port(api, o->port);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     char md_host[128] = "";
     if (md_secret) snprintf(md_host, sizeof md_host, "127.0.0.1:%d/%s", api_server_port(api), md_secret);
