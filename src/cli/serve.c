@@ -153,8 +153,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     char md_host[128] = "";
     if (md_secret) snprintf(md_host, sizeof md_host, "127.0.0.1:%d/%s", api_server_port(api), md_secret);
     /* The request log: written by the router, read through the logservice. */
-    logstore *logs = logservice_store(api, app_id, err, sizeof err);
-    if (!logs) log_error("serve", "app=%s msg=\"requests will not be logged\" reason=%s", project, log_q(err));
+    const char *rl = getenv("CYCLOZZO_REQUEST_LOG");
+    logstore *logs = rl && !strcmp(rl, "off") ? NULL : logservice_store(api, app_id, err, sizeof err);
+    if (rl && !strcmp(rl, "off")) log_warn("serve", "app=%s msg=\"request log off (CYCLOZZO_REQUEST_LOG=off)\"", project);
+    else if (!logs) log_error("serve", "app=%s msg=\"requests will not be logged\" reason=%s", project, log_q(err));
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
     /* Task queues and cron: queue.yaml goes to the taskqueue service, both
