@@ -35,7 +35,7 @@ def verify(pem, data, sig_b64):
 
 def test_names(ia):
     d = ia.get("/identity")
-    assert d["app_id"] == os.path.basename(ia.dir) or d["app_id"]
+    assert d["app_id"] == os.path.basename(ia.dir)
     app = d["app_id"]
     assert d["service_account"] == f"{app}@appspot.gserviceaccount.com"
     assert d["bucket"] == f"{app}.appspot.com"
