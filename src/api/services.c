@@ -9,6 +9,9 @@
 #include "api/images.h"
 #include "api/memcache.h"
 #include "api/users.h"
+#include "api/app_identity.h"
+#include "api/modules.h"
+#include "api/logservice.h"
 #include "api/urlfetch.h"
 #include "api/mail.h"
 
@@ -31,6 +34,15 @@ void api_register_all(api_server *srv, const char *home)
     /* taskqueue (taskqueue.c: rows in datastore_v3's kv engine, so after it;
      * delivery by src/sched/scheduler.c in the daemon) */
     taskqueue_register(srv, home);
+
+    /* app_identity_service (app_identity.c: per-app RSA key, tokens, metadata server) */
+    app_identity_register(srv, home);
+
+    /* modules and system (modules.c: answers from the running app and its instances) */
+    modules_register(srv, home);
+
+    /* logservice (logservice.c: request and app logs in logs/store.c) */
+    logservice_register(srv, home);
 
     /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
     urlfetch_register(srv, home);

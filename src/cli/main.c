@@ -5,6 +5,7 @@
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
+ *   cyclozzo --logs APP [--follow] [--count N] | --verify-token TOKEN
  *   cyclozzo --mail-outbox APP [--show ID]
  *   cyclozzo --deliver-mail APP --to ADDRESS [FILE]
  *   cyclozzo --help | --version
@@ -25,6 +26,7 @@
 #include "cli/serve.h"
 #include "cli/state.h"
 #include "cli/usercmd.h"
+#include "cli/logscmd.h"
 #include "core/util.h"
 
 #define CYCLOZZO_VERSION "1.0.0-dev"
@@ -44,6 +46,8 @@ static void usage(FILE *f)
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
         "  cyclozzo --remove-user EMAIL\n"
         "  cyclozzo --list-users\n"
+        "  cyclozzo --logs APP [--follow] [--count N]\n"
+        "  cyclozzo --verify-token TOKEN\n"
         "  cyclozzo --mail-outbox APP [--show ID]\n"
         "  cyclozzo --deliver-mail APP --to ADDRESS [FILE]\n"
         "  cyclozzo --help | --version\n"
@@ -69,6 +73,9 @@ static void usage(FILE *f)
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
         "  --list-users         list accounts: email, administrator, user id\n"
+        "  --logs APP           the app's newest requests (--count N, default 100), oldest\n"
+        "                       first, each with its app log lines; --follow keeps printing\n"
+        "  --verify-token TOKEN check an app_identity access token: app, scopes, expiry\n"
         "  --smtp-host H        relay apps' mail through the SMTP server H (else it is\n"
         "                       kept in the outbox); see docs/mail.md\n"
         "  --mail-outbox APP    list the mail APP sent that is kept in the outbox;\n"
@@ -87,6 +94,8 @@ typedef struct {
     const char *memcache_servers;
     const char *blob_dir;
     int list_users, admin, password_stdin;
+    const char *logs, *verify_token;
+    int follow, count;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
     int smtp_port, smtp_starttls;
 } cli_opts;
@@ -208,6 +217,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--admin")) o.admin = 1;
         else if (!strcmp(a, "--password-stdin")) o.password_stdin = 1;
         else if (!strcmp(a, "--list-users")) o.list_users = 1;
+        else if (!strcmp(a, "--follow")) o.follow = 1;
+        else if (!strcmp(a, "--logs")) { if (!need_value(i, argc, argv)) return 2; o.logs = argv[++i]; }
+        else if (!strcmp(a, "--verify-token")) { if (!need_value(i, argc, argv)) return 2; o.verify_token = argv[++i]; }
+        else if (!strcmp(a, "--count")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.count)) return 2; i++; }
         else if (!strcmp(a, "--add-user")) { if (!need_value(i, argc, argv)) return 2; o.add_user = argv[++i]; }
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
@@ -247,6 +260,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
         return 2;
     }
+    if ((o.follow || o.count) && !o.logs) {
+        fprintf(stderr, "cyclozzo: %s goes with --logs APP\n", o.follow ? "--follow" : "--count");
+        return 2;
+    }
+    if (o.logs) return logscmd_show(o.logs, o.follow, o.count);
+    if (o.verify_token) return logscmd_verify_token(o.verify_token);
     if (o.show && !o.mail_outbox) {
         fprintf(stderr, "cyclozzo: --show goes with --mail-outbox APP\n");
         return 2;

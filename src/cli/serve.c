@@ -25,6 +25,9 @@
 
 #include "api/api.h"
 #include "api/blobstore.h"
+#include "api/app_identity.h"
+#include "api/logservice.h"
+#include "api/modules.h"
 #include "api/mail.h"
 #include "api/urlfetch.h"
 #include "api/taskqueue.h"
@@ -147,12 +150,20 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     if (o->blob_dir) api_share(api, "blob.dir", (void *)o->blob_dir);   /* absolute (main.c) */
     api_share(api, "app.hostname", hostport);
     api_register_all(api, home);
+    const char *md_secret = app_identity_metadata_enable(api, app_id);
     /* mail relay settings; the app's own public port stays fetchable */
     mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
                       .smtp_password_file = o->smtp_password_file, .smtp_starttls = o->smtp_starttls};
     if (mail_configure(api, &mc, err, sizeof err) < 0) goto fail;
     urlfetch_allow_port(api, o->port);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
+    char md_host[128] = "";
+    if (md_secret) snprintf(md_host, sizeof md_host, "127.0.0.1:%d/%s", api_server_port(api), md_secret);
+    /* The request log: written by the router, read through the logservice. */
+    const char *rl = getenv("CYCLOZZO_REQUEST_LOG");
+    logstore *logs = rl && !strcmp(rl, "off") ? NULL : logservice_store(api, app_id, err, sizeof err);
+    if (rl && !strcmp(rl, "off")) log_warn("serve", "app=%s msg=\"request log off (CYCLOZZO_REQUEST_LOG=off)\"", project);
+    else if (!logs) log_error("serve", "app=%s msg=\"requests will not be logged\" reason=%s", project, log_q(err));
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
     /* Task queues and cron: queue.yaml goes to the taskqueue service, both
@@ -180,6 +191,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
         .no_sandbox = o->no_sandbox,
+        .metadata_host = md_host[0] ? md_host : NULL,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
     static minter mt;
@@ -196,10 +208,17 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .verify_internal = verify_internal, .internal_arg = internal_key,
         .blob = blobstore_service(api),
         .images = api_shared(api, "images"),
+        .logs = logs, .module = cfg->service ? cfg->service : "default", .version = ic.version,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
     rc_.im = im;
+    modules_info mi = {
+        .module = cfg->service ? cfg->service : "default", .version = ic.version, .hostname = hostport,
+        .manual_scaling = cfg->scaling.kind == SCALING_MANUAL, .instances = ic.min_instances,
+        .memory_mb = appcfg_memory_mb(cfg), .im = im,
+    };
+    modules_configure(api, &mi);
     rt = router_new(&rc_, err, sizeof err);
     if (!rt) goto fail_free;
     if (instmgr_start(im, 120000, err, sizeof err) < 0) goto fail_free;
@@ -249,6 +268,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     rc = 0;
     state_remove(o->port);
     router_free(rt);
+    modules_detach(api);
     instmgr_stop(im);
     api_server_stop(api);
     users_ctx_free(users);
@@ -260,6 +280,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
 fail_free:
     cron_config_free(ccfg);
     if (rt) router_free(rt);
+    if (api) modules_detach(api);
     if (im) instmgr_stop(im);
     users_ctx_free(users);
     free(run_dir);

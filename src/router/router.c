@@ -110,6 +110,7 @@ void conn_close(rconn *c)
     buf_free(&c->out);
     buf_free(&c->upreq);
     buf_free(&c->upbody);
+    buf_free(&c->rlinfo);
     /* Events for c may still be pending in this epoll batch: free it only
      * when the turn ends. */
     c->dead = 1;
@@ -140,6 +141,7 @@ static void access_log(rconn *c)
 {
     rthread *t = c->t;
     if (!c->method[0]) return;
+    reqlog_emit(c);
     int64_t lat_us = now_us() - c->req_start_us;
     const char *tilde = strchr(t->r->c.app_id, '~');
     /* Same shape as log.h lines; buffered per thread and flushed each loop
@@ -494,6 +496,7 @@ static void on_head(rconn *c, const http_request *req)
     c->keep_alive = req->keep_alive;
     c->req_start_us = now_us();
     make_log_id(c);
+    reqlog_capture(c, req);
 
     if (req->chunked) { c->body_chunked = 1; memset(&c->ck, 0, sizeof c->ck); }
     else c->body_left = req->content_length > 0 ? req->content_length : 0;

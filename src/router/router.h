@@ -61,6 +61,11 @@ typedef struct {
     /* The images service's serving URLs (images/serving.h): /_ah/img/.
      * NULL: not handled. */
     struct img_server *images;
+    /* The app's request log (src/logs/store.h; NULL: none) and the module
+     * and version its records name. */
+    struct logstore *logs;
+    const char *module;
+    const char *version;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

@@ -81,6 +81,12 @@ typedef struct rconn {
     /* blobstore (upload.c) */
     struct upload *upload;         /* a POST to /_ah/upload/SESSION being streamed */
     char *range;                   /* the client's Range header (malloc'ed), for send_blob */
+    /* request log (reqlog.c) */
+    char peer[48];                 /* client address, looked up once */
+    buf rlinfo;                    /* User-Agent, Referer, Host (NUL-separated) */
+    size_t rl_ua, rl_ref, rl_host;
+    int rl_minor;
+    int64_t rl_start_wall;         /* Unix us */
 } rconn;
 
 struct upconn {
@@ -177,5 +183,9 @@ void proxy_reap_idle(rthread *t, int64_t now);
 void proxy_free_idle(rthread *t);
 void proxy_reap_dead(rthread *t);        /* free upstreams closed this turn */
 void router_wake_all(router *r);         /* nudge every thread (an instance slot freed) */
+
+/* reqlog.c: the request log (router_config.logs) */
+void reqlog_capture(rconn *c, const http_request *req);   /* at the head */
+void reqlog_emit(rconn *c);                                /* response done */
 
 #endif
