@@ -28,5 +28,9 @@ void api_register_all(api_server *srv, const char *home)
      * delivery by src/sched/scheduler.c in the daemon) */
     taskqueue_register(srv, home);
 
+    /* search (search.c: the Search API over src/search/, SQLite FTS5 per app) */
+    void search_register(api_server *srv, const char *home);
+    search_register(srv, home);
+
     /* (further services: one block each, above this line) */
 }
