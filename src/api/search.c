@@ -156,10 +156,19 @@ static int valid_field_name(bytes b)
     return 1;
 }
 
+static int decode_field_body(pb_reader *r, sfield *f);
+
 static int decode_field(pb_reader *r, int wt, sfield *f)
 {
-    pb_reader sub, val;
+    pb_reader sub;
     if (pb_sub(r, wt, &sub) < 0) return -1;
+    return decode_field_body(&sub, f);
+}
+
+/* Field { name 1, value 2 { type 1, language 2, string_value 3, group geo 4 { lat 5, lng 6 } } } */
+static int decode_field_body(pb_reader *rd, sfield *f)
+{
+    pb_reader sub = *rd, val;
     uint32_t fn; int w, rc;
     while ((rc = pb_next(&sub, &fn, &w)) > 0) {
         if (fn == 1) rc = pb_bytes(&sub, w, (const uint8_t **)&f->name, &f->name_len);
@@ -1035,13 +1044,8 @@ static int doc_fields(const void *pb, size_t len, rawfield **out, int64_t *rank)
             if (pb_bytes(&r, w, &p, &pn) < 0) break;
             sfield fl = { 0 };
             pb_reader one;
-            /* decode_field reads a field value: give it one */
-            buf tmp = BUF_INIT;
-            pb_put_bytes(&tmp, 3, p, pn);
-            pb_reader_init(&one, tmp.data, tmp.len);
-            uint32_t ff; int fw;
-            if (pb_next(&one, &ff, &fw) > 0) decode_field(&one, fw, &fl);
-            buf_free(&tmp);
+            pb_reader_init(&one, p, pn);
+            decode_field_body(&one, &fl);
             *out = xrealloc(*out, (size_t)(n + 1) * sizeof **out);
             (*out)[n++] = (rawfield){ { p, pn }, { (const uint8_t *)fl.name, fl.name_len }, fl.type,
                                       { (const uint8_t *)fl.s, fl.s_len } };
