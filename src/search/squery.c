@@ -274,10 +274,18 @@ static sq_node *parse_value(parser *p, const char *field, sq_op op)
 static int parse_number_tok(parser *p, double *out)
 {
     token *t = cur(p);
-    if (t->k != T_WORD || sq_parse_number(t->text, out) < 0) {
+    int neg = 0;
+    if (t->k == T_MINUS && peek(p, 1)->k == T_WORD && peek(p, 1)->pos == t->pos + 1) {
+        neg = 1;                       /* "(-2" lexes as negation; here it is a sign */
+        p->i++;
+        t = cur(p);
+    }
+    if (t->k != T_WORD || (neg && t->text[0] == '-') || sq_parse_number(t->text, out) < 0) {
+        if (neg) p->i--, t = cur(p);
         perr(p, t->pos, "expected a number, found %s", tok_name(t));
         return -1;
     }
+    if (neg) *out = -*out;
     p->i++;
     return 0;
 }
@@ -325,12 +333,11 @@ static sq_node *parse_distance(parser *p)
     }
     p->i++;
     double m;
-    token *mt = cur(p);
     if (parse_number_tok(p, &m) < 0) goto fail;
     sq_node *n = node(SQ_DIST, pos);
     n->field = field;
     n->op = op_of(op->k);
-    n->value = xstrdup(mt->text);
+    n->value = xasprintf("%.17g", m);
     n->lat = lat;
     n->lng = lng;
     return n;
