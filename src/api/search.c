@@ -374,11 +374,20 @@ static void m_index_document(api_ctx *ctx, const uint8_t *in, size_t len, api_re
         for (int i = 0; i < n; i++) any |= !docs[i].err[0];
         if (any) {
             if (sdb_begin(db, err, sizeof err) < 0 || (idx = sdb_index(db, ns, name, 1, err, sizeof err)) < 0) code = S_INTERNAL;
-            for (int i = 0; code == S_OK && i < n; i++)
-                if (!docs[i].err[0] && sdb_put(db, idx, &docs[i].d, docs[i].err, sizeof docs[i].err) < 0) {
-                    /* a value the store refused: this document only, unless the database failed */
+            for (int i = 0; code == S_OK && i < n; i++) {
+                if (docs[i].err[0]) continue;
+                /* a savepoint per document: a value the store refuses undoes that document only */
+                if (sqlite3_exec(sdb_sqlite(db), "SAVEPOINT doc", NULL, NULL, NULL) != SQLITE_OK) {
+                    code = S_INTERNAL;
+                    set_err(err, sizeof err, "The search database failed to start a savepoint.");
+                    break;
+                }
+                if (sdb_put(db, idx, &docs[i].d, docs[i].err, sizeof docs[i].err) < 0) {
+                    sqlite3_exec(sdb_sqlite(db), "ROLLBACK TO doc", NULL, NULL, NULL);
                     if (strstr(docs[i].err, "database failed")) { code = S_INTERNAL; snprintf(err, sizeof err, "%s", docs[i].err); }
                 }
+                sqlite3_exec(sdb_sqlite(db), "RELEASE doc", NULL, NULL, NULL);
+            }
             if (code == S_OK && sdb_commit(db, err, sizeof err) < 0) code = S_INTERNAL;
             if (code != S_OK) sdb_rollback(db);
         }

@@ -357,9 +357,21 @@ def test_errors(server):
     d.id = "bad id"
     d2 = req.params.document.add()
     d2.id = "good"
+    d3 = req.params.document.add()
+    d3.id = "badnum"
+    f = d3.field.add()
+    f.name = "t"
+    f.value.string_value = "should not be found"
+    f = d3.field.add()
+    f.name = "n"
+    f.value.type = f.value.NUMBER
+    f.value.string_value = "twelve"
     resp = raw_call("search", "IndexDocument", req, pb.IndexDocumentResponse())
-    assert [s.code for s in resp.status] == [pb.SearchServiceError.INVALID_REQUEST, pb.SearchServiceError.OK]
+    assert [s.code for s in resp.status] == [pb.SearchServiceError.INVALID_REQUEST, pb.SearchServiceError.OK,
+                                             pb.SearchServiceError.INVALID_REQUEST]
+    assert "not a number" in resp.status[2].error_detail
     assert idx.get("good") is not None
+    assert idx.get("badnum") is None and found(idx, "found") == []
     r = raw_call("search", "ListDocuments", pb.ListDocumentsRequest(
         app_id=b"dev~otherapp", params={"index_spec": {"name": "errs"}}), pb.ListDocumentsResponse())
     assert r.status.code == pb.SearchServiceError.PERMISSION_DENIED and not r.document
