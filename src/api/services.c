@@ -7,6 +7,8 @@
 #include "api/api.h"
 #include "api/memcache.h"
 #include "api/users.h"
+#include "api/urlfetch.h"
+#include "api/mail.h"
 
 void datastore_v3_register(api_server *srv, const char *home);   /* datastore_v3.c */
 
@@ -31,6 +33,13 @@ void api_register_all(api_server *srv, const char *home)
     /* search (search.c: the Search API over src/search/, SQLite FTS5 per app) */
     void search_register(api_server *srv, const char *home);
     search_register(srv, home);
+
+    /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
+    urlfetch_register(srv, home);
+
+    /* mail (mail.c: mailmsg.c builds the messages, smtp.c relays them,
+     * outbox.c keeps them when no relay is configured) */
+    mail_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/mail.h"
+#include "api/urlfetch.h"
 #include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
@@ -138,6 +140,11 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
     api_register_all(api, home);
+    /* mail relay settings; the app's own public port stays fetchable */
+    mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
+                      .smtp_password_file = o->smtp_password_file, .smtp_starttls = o->smtp_starttls};
+    if (mail_configure(api, &mc, err, sizeof err) < 0) goto fail;
+    urlfetch_allow_port(api, o->port);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
