@@ -7,7 +7,8 @@
  *   ORDER BY <sort keys>, d.rank DESC, d.doc_id LIMIT ? OFFSET ?
  * and a second one counts the matches. A sort key is a field's value (its
  * number or date if it has one, else its text), with the sort's default for
- * documents without the field; _rank and _doc_id are the document's own.
+ * documents without the field; _rank and _doc_id are the document's own;
+ * distance(field, geopoint(lat, lng)) is the distance in metres.
  * Facet counts run over a temporary table of all matching document ids. */
 #include "search/ssearch.h"
 
@@ -77,9 +78,26 @@ static int sort_keys(sdb *d, int64_t idx, const ssearch_params *p, sq_sql *s, ch
         buf_puts(&s->sql, ", ");
         if (!strcmp(o->expr, "_rank")) { buf_puts(&s->sql, "d.rank"); continue; }
         if (!strcmp(o->expr, "_doc_id")) { buf_puts(&s->sql, "d.doc_id"); continue; }
+        char gf[101];
+        double lat, lng;
+        int used = 0;
+        if (sscanf(o->expr, " distance ( %100[A-Za-z0-9_] , geopoint ( %lf , %lf ) ) %n", gf, &lat, &lng, &used) == 3 &&
+            !o->expr[used] && valid_name(gf)) {
+            /* metres from a point; documents without the field take the default */
+            int has_default = o->has_num;
+            buf_puts(&s->sql, has_default ? "coalesce(" : "(");
+            buf_printf(&s->sql, "(SELECT min(cz_geo_distance(lat,lng,?,?)) FROM fv WHERE fv.doc=d.id AND fv.field=? "
+                       "AND fv.type=%d)", SF_GEO);
+            sq_add_num(s, lat);
+            sq_add_num(s, lng);
+            sq_add_text(s, gf, strlen(gf));
+            if (has_default) sq_add_num(s, o->num);
+            buf_puts(&s->sql, has_default ? ", ?)" : ")");
+            continue;
+        }
         if (!valid_name(o->expr)) {
             set_err(err, errlen, "The sort expression '%.100s' is not supported: sort by a field name, "
-                    "_rank or _doc_id.", o->expr);
+                    "_rank, _doc_id or distance(field, geopoint(lat, lng)).", o->expr);
             return -1;
         }
         int has_default = o->has_num || o->text;

@@ -211,6 +211,8 @@ def test_sorting(books):
     assert order(search.SortExpression("published", asc,
                                        default_value=datetime.date(1999, 1, 1))) == ["b1", "b2", "b4", "b3"]
     assert order(search.SortExpression("_rank", asc)) == ["b4", "b3", "b2", "b1"]
+    near_berlin = search.SortExpression("distance(where, geopoint(52.5, 13.4))", asc, default_value=1e9)
+    assert order(near_berlin) == ["b3", "b1", "b2", "b4"]            # Berlin, Paris, London, none
     # a default puts documents without the field where it belongs
     books.put(doc("b5", rank=1, title="no price here"))
     assert order(search.SortExpression("price", asc, default_value=7))[:3] == ["b3", "b5", "b1"]
