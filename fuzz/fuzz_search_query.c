@@ -3,7 +3,7 @@
  * dumped and compiled, and then run by ssearch against a small SQLite
  * search store, where a compiled query that SQLite refuses to prepare or
  * run is a bug (abort). The first byte picks parse-only or parse-and-run so
- * the slower path does not dominate. The store lives in a temporary
+ * the slower path does not dominate, and whether to order by relevance. The store lives in a temporary
  * directory removed at exit. */
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p.query = q;
     p.query_len = n;
     p.limit = 10;
+    p.match_scorer = (data[0] & 2) != 0;
     ssearch_result r;
     if (ssearch_run(db, idx, &p, &r, err, sizeof err) < 0) {
         fprintf(stderr, "compiled query failed in SQLite: %s\n", err);

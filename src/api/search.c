@@ -884,6 +884,18 @@ static int decode_search(const uint8_t *in, size_t len, search_req *q)
                 case 6: prc = pb_int64(&p, pw, &v); q->p.limit = (int)(v < 0 ? -1 : v > 100000 ? 100000 : v); break;
                 case 7: prc = pb_int64(&p, pw, &q->accuracy); break;
                 case 8: prc = read_sort(&p, pw, q); break;
+                case 9: {                      /* ScorerSpec: a scorer present asks for relevance */
+                    pb_reader a;
+                    if (pb_sub(&p, pw, &a) < 0) return -1;
+                    uint32_t af; int aw, arc;
+                    while ((arc = pb_next(&a, &af, &aw)) > 0) {
+                        if (af == 1) { arc = pb_int64(&a, aw, &v); q->p.match_scorer = 1; }
+                        else arc = pb_skip(&a, aw, af);
+                        if (arc < 0) return -1;
+                    }
+                    prc = arc < 0 || a.err ? -1 : 0;
+                    break;
+                }
                 case 10: prc = read_field_spec(&p, pw, q); break;
                 case 11: prc = pb_int64(&p, pw, &v); q->p.offset = (int)(v < 0 ? -1 : v > 100000 ? 100000 : v); break;
                 case 12: prc = pb_bool(&p, pw, &q->keys_only); break;

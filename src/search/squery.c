@@ -759,3 +759,31 @@ void sq_terms(const sq_node *n, void (*fn)(void *arg, const char *term), void *a
     if (n->kind == SQ_TERM && (n->op == SQ_HAS || n->op == SQ_EQ)) { fn(arg, n->value); return; }
     for (int i = 0; i < n->nkids; i++) sq_terms(n->kids[i], fn, arg);
 }
+
+typedef struct { sq_sql *s; int n; } score_acc;
+
+static void score_term(const sq_node *n, score_acc *a)
+{
+    if (n->kind == SQ_NOT) return;
+    if (n->kind == SQ_TERM && (n->op == SQ_HAS || n->op == SQ_EQ)) {
+        if (!has_token_chars(n->value)) return;
+        if (a->n++) buf_puts(&a->s->sql, " + ");
+        /* the best-matching field; FTS5 refuses bm25 inside an aggregate */
+        buf_puts(&a->s->sql, "coalesce((SELECT -bm25(fts) FROM fts WHERE fts MATCH ? "
+                             "AND fts.rowid BETWEEN d.id * 1024 AND d.id * 1024 + 1023");
+        fts_phrase(a->s, n->value, 0);
+        field_cond(a->s, n->field);
+        buf_puts(&a->s->sql, " ORDER BY rank LIMIT 1), 0)");
+        return;
+    }
+    for (int i = 0; i < n->nkids; i++) score_term(n->kids[i], a);
+}
+
+void sq_score_sql(const sq_node *n, sq_sql *out)
+{
+    score_acc a = { out, 0 };
+    buf_putc(&out->sql, '(');
+    score_term(n, &a);
+    if (!a.n) buf_putc(&out->sql, '0');
+    buf_putc(&out->sql, ')');
+}

@@ -59,6 +59,12 @@ void sq_sql_free(sq_sql *s);
 void sq_add_text(sq_sql *s, const char *p, size_t n);
 void sq_add_num(sq_sql *s, double d);
 
+/* A relevance score expression for document d: the sum over the query's
+ * positive text terms of FTS5's bm25 weight (negated, so higher is better)
+ * of the document's best field for the term; "0" for a query without text
+ * terms. Appends to out->sql and out->params. */
+void sq_score_sql(const sq_node *n, sq_sql *out);
+
 /* Value helpers shared with the store. */
 int  sq_parse_number(const char *s, double *out);          /* whole string; 0/-1 */
 int  sq_parse_date(const char *s, double *day_ms);         /* YYYY-MM-DD; 0/-1 */

@@ -8,7 +8,8 @@
  * and a second one counts the matches. A sort key is a field's value (its
  * number or date if it has one, else its text), with the sort's default for
  * documents without the field; _rank and _doc_id are the document's own;
- * distance(field, geopoint(lat, lng)) is the distance in metres.
+ * distance(field, geopoint(lat, lng)) is the distance in metres; _score
+ * (and the order under a match scorer) is sq_score_sql's bm25 relevance.
  * Facet counts run over a temporary table of all matching document ids. */
 #include "search/ssearch.h"
 
@@ -31,6 +32,7 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 static uint64_t query_hash(const ssearch_params *p)
 {
     uint64_t h = fnv(1469598103934665603ULL, p->query, p->query_len);
+    h = fnv(h, &p->match_scorer, sizeof p->match_scorer);
     for (int i = 0; i < p->nsorts; i++) {
         h = fnv(h, p->sorts[i].expr, strlen(p->sorts[i].expr) + 1);
         h = fnv(h, &p->sorts[i].desc, sizeof p->sorts[i].desc);
@@ -71,13 +73,15 @@ static int valid_name(const char *s)
 }
 
 /* Append the sort key expressions (", k0, k1 ...") and their params. */
-static int sort_keys(sdb *d, int64_t idx, const ssearch_params *p, sq_sql *s, char *err, size_t errlen)
+static int sort_keys(sdb *d, int64_t idx, const sq_node *tree, const ssearch_params *p, sq_sql *s,
+                     char *err, size_t errlen)
 {
     for (int i = 0; i < p->nsorts; i++) {
         const ssort *o = &p->sorts[i];
         buf_puts(&s->sql, ", ");
         if (!strcmp(o->expr, "_rank")) { buf_puts(&s->sql, "d.rank"); continue; }
         if (!strcmp(o->expr, "_doc_id")) { buf_puts(&s->sql, "d.doc_id"); continue; }
+        if (!strcmp(o->expr, "_score")) { sq_score_sql(tree, s); continue; }
         char gf[101];
         double lat, lng;
         int used = 0;
@@ -97,7 +101,7 @@ static int sort_keys(sdb *d, int64_t idx, const ssearch_params *p, sq_sql *s, ch
         }
         if (!valid_name(o->expr)) {
             set_err(err, errlen, "The sort expression '%.100s' is not supported: sort by a field name, "
-                    "_rank, _doc_id or distance(field, geopoint(lat, lng)).", o->expr);
+                    "_rank, _score, _doc_id or distance(field, geopoint(lat, lng)).", o->expr);
             return -1;
         }
         int has_default = o->has_num || o->text;
@@ -359,7 +363,9 @@ int ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r,
     sqlite3_stmt *st = NULL;
     if (where_sql(idx, r->tree, p, &w, err, errlen) < 0) goto out;   /* validates the query first */
     buf_puts(&s.sql, "SELECT d.doc_id, d.pb");
-    if (sort_keys(d, idx, p, &s, err, errlen) < 0) goto out;
+    if (sort_keys(d, idx, r->tree, p, &s, err, errlen) < 0) goto out;
+    int by_score = p->match_scorer && p->nsorts == 0;
+    if (by_score) { buf_puts(&s.sql, ", "); sq_score_sql(r->tree, &s); }
     if (!idx) { ret = 0; goto out; }
     /* the same WHERE again, after the sort key params */
     buf_append(&s.sql, w.sql.data, w.sql.len);
@@ -370,6 +376,7 @@ int ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r,
     buf_puts(&s.sql, " ORDER BY ");
     for (int i = 0; i < p->nsorts; i++)
         buf_printf(&s.sql, "%d%s, ", i + 3, p->sorts[i].desc ? " DESC" : "");
+    if (by_score) buf_printf(&s.sql, "%d DESC, ", p->nsorts + 3);
     buf_puts(&s.sql, "d.rank DESC, d.doc_id LIMIT ? OFFSET ?");
     sq_add_num(&s, p->limit);
     sq_add_num(&s, (double)start);
@@ -387,7 +394,7 @@ int ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r,
         h->pb = xmalloc(h->pb_len + 1);
         memcpy(h->pb, sqlite3_column_blob(st, 1), h->pb_len);
         h->position = start + r->nhits;
-        for (int i = 0; i < p->nsorts; i++) {
+        for (int i = 0; i < p->nsorts + by_score; i++) {
             int t = sqlite3_column_type(st, i + 2);
             if (t != SQLITE_FLOAT && t != SQLITE_INTEGER) continue;
             h->scores = xrealloc(h->scores, (size_t)(h->nscores + 1) * sizeof *h->scores);

@@ -43,6 +43,7 @@ typedef struct {
     sfacet_req *facets; int nfacets;
     int auto_facets;                     /* auto_discover_facet_count */
     int auto_value_limit;                /* 0: default (10) */
+    int match_scorer;                    /* order by relevance when there is no sort */
 } ssearch_params;
 
 typedef struct {

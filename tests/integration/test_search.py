@@ -222,6 +222,25 @@ def test_sorting(books):
     assert ids(res) == ["b3", "b1"] and res.results[0].sort_scores == [5.0]
 
 
+def test_match_scorer(server):
+    idx = search.Index(name="scored")
+    idx.put([doc("A", rank=1, t="apple apple apple"), doc("B", rank=3, t="apple pie with cream and sugar"),
+             doc("C", rank=2, t="apple banana"), doc("D", rank=4, t="no fruit")])
+    assert ids(idx.search("apple")) == ["B", "C", "A"]                        # rank order
+    res = idx.search(search.Query("apple", options=search.QueryOptions(
+        sort_options=search.SortOptions(match_scorer=search.MatchScorer()))))
+    assert ids(res) == ["A", "C", "B"]
+    scores = [r.sort_scores[0] for r in res]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    res = idx.search(search.Query("apple", options=search.QueryOptions(sort_options=search.SortOptions(
+        expressions=[search.SortExpression("_score", search.SortExpression.ASCENDING, default_value=0)]))))
+    assert ids(res) == ["B", "C", "A"]
+    # terms under NOT do not score; a query without terms scores 0 and keeps rank order
+    res = idx.search(search.Query("NOT fruit", options=search.QueryOptions(
+        sort_options=search.SortOptions(match_scorer=search.MatchScorer()))))
+    assert ids(res) == ["B", "C", "A"] and all(r.sort_scores == [0.0] for r in res)
+
+
 def test_limit_offset_cursors(server):
     idx = search.Index(name="many")
     idx.put([doc("d%02d" % i, rank=100 - i, n=i, word="common") for i in range(25)])
