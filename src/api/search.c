@@ -1147,7 +1147,11 @@ static void emit_result(search_req *q, const shit *h, const strv *terms, buf *ou
                         if (f == 2) { pb_put_tag(out, f, w); buf_append(out, start, (size_t)(r.p - start)); }
                     }
                 } else {
-                    char *sn = snippet((const char *)fields[i].value.p, fields[i].value.n, terms);
+                    char *text = fields[i].type == SF_HTML
+                        ? sstore_html_text((const char *)fields[i].value.p, fields[i].value.n)
+                        : xstrndup((const char *)fields[i].value.p, fields[i].value.n);
+                    char *sn = snippet(text, strlen(text), terms);
+                    free(text);
                     size_t vm = pb_begin(out, 2);
                     pb_put_int(out, 1, SF_HTML);
                     pb_put_str(out, 3, sn);

@@ -211,9 +211,9 @@ int64_t sdb_index(sdb *d, const char *ns, const char *name, int create, char *er
     return sqlite3_last_insert_rowid(d->db);
 }
 
-/* Text of an HTML value: tags (and script/style bodies) dropped, the common
- * entities decoded. */
-static char *html_text(const char *s, size_t n)
+/* Text of an HTML value: tags (and script/style bodies) dropped, blanks
+ * collapsed, the common entities decoded. */
+char *sstore_html_text(const char *s, size_t n)
 {
     buf b = BUF_INIT;
     size_t i = 0;
@@ -229,7 +229,12 @@ static char *html_text(const char *s, size_t n)
                     if (s[j] == '<' && s[j + 1] == '/') { close = s + j; break; }
                 i = close ? (size_t)(close - s) : n;
             }
-            buf_putc(&b, ' ');
+            if (b.len && b.data[b.len - 1] != ' ') buf_putc(&b, ' ');
+            continue;
+        }
+        if (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {   /* runs of blanks become one */
+            if (b.len && b.data[b.len - 1] != ' ') buf_putc(&b, ' ');
+            i++;
             continue;
         }
         if (s[i] == '&') {
@@ -245,6 +250,7 @@ static char *html_text(const char *s, size_t n)
         }
         buf_putc(&b, s[i++]);
     }
+    while (b.len && b.data[b.len - 1] == ' ') b.len--;
     buf_putc(&b, 0);
     size_t len;
     return buf_detach(&b, &len);
@@ -305,7 +311,7 @@ int sdb_put(sdb *d, int64_t idx, const sdoc *doc, char *err, size_t errlen)
         if (sqlite3_step(sc) != SQLITE_DONE) { sqlerr(d, err, errlen, "record the schema"); goto out; }
 
         if (f->type == SF_TEXT || f->type == SF_HTML || f->type == SF_TPREFIX) {
-            char *body = f->type == SF_HTML ? html_text(f->s, f->s_len) : xstrndup(f->s, f->s_len);
+            char *body = f->type == SF_HTML ? sstore_html_text(f->s, f->s_len) : xstrndup(f->s, f->s_len);
             sqlite3_reset(fts);
             sqlite3_bind_int64(fts, 1, docid * MAX_FIELDS + i);
             sqlite3_bind_text(fts, 2, body, -1, free);

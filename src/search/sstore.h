@@ -87,6 +87,10 @@ int sdb_delete_schema(sdb *d, int64_t idx, char *err, size_t errlen);
 /* 1 when the index has the field with the type. */
 int sdb_has_field_type(sdb *d, int64_t idx, const char *name, int type);
 
+/* The text of an HTML value as indexed: tags dropped, common entities
+ * decoded (caller frees). */
+char *sstore_html_text(const char *s, size_t n);
+
 /* The search store path of an app under home (tests use it). Caller frees. */
 char *sstore_path(const char *home, const char *app_id);
 

@@ -283,6 +283,8 @@ def test_returned_fields_ids_only_expressions(books):
     ex = {e.name: e.value for e in first.expressions}
     assert ex["body"] == "jumps over the <b>lazy</b> dog"
     assert ex["p"] == 10 and ex["r"] == 5
+    res = books.search(search.Query("sport", options=search.QueryOptions(snippeted_fields=["body"])))
+    assert res.results[0].expressions[0].value == "An old <b>sport</b> &amp; its critics"
     with pytest.raises(search.InvalidRequest, match="not supported"):
         books.search(search.Query("fox", options=search.QueryOptions(
             returned_expressions=[search.FieldExpression(name="x", expression="price * 2")])))
