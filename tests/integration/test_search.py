@@ -197,6 +197,7 @@ def test_numbers_dates_geo(books):
     assert found(books, "distance(where, geopoint(48.8566, 2.3522)) < 500000") == ["b1", "b2"]
     assert found(books, "distance(where, geopoint(48.8566, 2.3522)) >= 500000") == ["b3"]
     assert found(books, "fox distance(where, geopoint(52.52, 13.405)) < 10") == ["b3"]
+    assert found(books, "distance(where, geopoint(51.5074, -0.1278)) < 1000") == ["b2"]
 
 
 def test_sorting(books):
@@ -295,6 +296,12 @@ def test_facets(books):
     facets = {f.name: [(v.label, v.count) for v in f.values] for f in res.facets}
     assert facets["kind"] == [("novel", 2), ("essay", 1)]
     assert facets["pages"] == [("[120,300]", 2)]
+    res = books.search(search.Query("", enable_facet_discovery=True, facet_options=search.FacetOptions(
+        discovery_limit=1, discovery_value_limit=1)))
+    assert [(f.name, [(v.label, v.count) for v in f.values]) for f in res.facets] == [("kind", [("novel", 2)])]
+    res = books.search(search.Query("fox", enable_facet_discovery=True))
+    assert {f.name: [(v.label, v.count) for v in f.values] for f in res.facets} == {
+        "kind": [("novel", 2)], "pages": [("[300,300]", 1)]}
     res = books.search(search.Query("", return_facets=[
         search.FacetRequest("pages", ranges=[search.FacetRange(end=200), search.FacetRange(start=200)])]))
     assert [(v.label, v.count) for v in res.facets[0].values] == [("[-inf,200)", 1), ("[200,inf)", 1)]
