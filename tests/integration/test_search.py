@@ -344,6 +344,8 @@ def test_namespaces_and_apps_kept_apart(server):
     namespace_manager.set_namespace("")
     assert ids(search.Index(name="shared").search("namespace")) == ["x"]
     assert ids(search.Index(name="shared", namespace="ns1").get_range()) == ["y"]
+    both = search.get_indexes(all_namespaces=True).results
+    assert sorted((i.namespace, i.name) for i in both) == [("", "shared"), ("ns1", "shared")]
     use_ticket(server, server.tickets[OTHER])
     assert ids(search.Index(name="shared").search("namespace")) == []
     assert search.get_indexes().results == []
