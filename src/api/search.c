@@ -1232,7 +1232,7 @@ static void m_search(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *rep
         strv terms = { NULL, 0 };
         sq_terms(res.tree, collect_term, &terms);
         for (int i = 0; i < res.nhits; i++) {
-            char *c = q.cursor_type == 2 ? ssearch_cursor(&q.p, res.hits[i].position + 1) : NULL;
+            char *c = q.cursor_type == 2 ? ssearch_cursor(&q.p, res.hits[i].position + 1, res.hits[i].doc_id) : NULL;
             emit_result(&q, &res.hits[i], &terms, out, c);
             free(c);
         }
@@ -1240,8 +1240,8 @@ static void m_search(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *rep
         free(terms.v);
         pb_put_int(out, 2, res.matched);
         put_status(out, 3, S_OK, NULL);
-        if (q.cursor_type == 1 && res.next >= 0) {
-            char *c = ssearch_cursor(&q.p, res.next);
+        if (q.cursor_type == 1 && res.next >= 0 && res.nhits > 0) {
+            char *c = ssearch_cursor(&q.p, res.next, res.hits[res.nhits - 1].doc_id);
             pb_put_str(out, 4, c);
             free(c);
         }

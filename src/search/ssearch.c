@@ -45,23 +45,39 @@ static uint64_t query_hash(const ssearch_params *p)
     return h;
 }
 
-char *ssearch_cursor(const ssearch_params *p, int64_t pos)
+char *ssearch_cursor(const ssearch_params *p, int64_t pos, const char *doc_id)
 {
-    return xasprintf("%lld.%016llx", (long long)pos, (unsigned long long)query_hash(p));
+    size_t n = strlen(doc_id);
+    char *hex = xmalloc(2 * n + 1);
+    hex_encode((const uint8_t *)doc_id, n, hex);
+    char *c = xasprintf("%lld.%016llx.%s", (long long)pos, (unsigned long long)query_hash(p), hex);
+    free(hex);
+    return c;
 }
 
-static int cursor_pos(const ssearch_params *p, int64_t *pos, char *err, size_t errlen)
+/* The cursor's position and the id of the document it follows (caller frees). */
+static int cursor_parse(const ssearch_params *p, int64_t *pos, char **doc_id, char *err, size_t errlen)
 {
     long long v;
     unsigned long long h;
     int used = 0;
-    if (sscanf(p->cursor, "%lld.%16llx%n", &v, &h, &used) != 2 || p->cursor[used] || v < 0 ||
-        h != query_hash(p)) {
-        set_err(err, errlen, "The cursor '%.60s' is not valid for this query.", p->cursor);
-        return -1;
+    const char *c = p->cursor;
+    if (sscanf(c, "%lld.%16llx.%n", &v, &h, &used) != 2 || !used || v < 0 || h != query_hash(p))
+        goto bad;
+    size_t n = strlen(c + used);
+    if (n % 2 || n > 2000) goto bad;
+    *doc_id = xmalloc(n / 2 + 1);
+    if (hex_decode(c + used, n, (uint8_t *)*doc_id) < 0 || memchr(*doc_id, 0, n / 2)) {
+        free(*doc_id);
+        *doc_id = NULL;
+        goto bad;
     }
+    (*doc_id)[n / 2] = 0;
     *pos = v;
     return 0;
+bad:
+    set_err(err, errlen, "The cursor '%.60s' is not valid for this query.", c);
+    return -1;
 }
 
 static int valid_name(const char *s)
@@ -72,50 +88,59 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* Append the sort key expressions (", k0, k1 ...") and their params. */
-static int sort_keys(sdb *d, int64_t idx, const sq_node *tree, const ssearch_params *p, sq_sql *s,
-                     char *err, size_t errlen)
+/* The number of ordering keys: the sorts, the score under a match scorer,
+ * then rank (descending) and doc id (ascending), which make the order total. */
+static int nkeys(const ssearch_params *p)
 {
-    for (int i = 0; i < p->nsorts; i++) {
-        const ssort *o = &p->sorts[i];
-        buf_puts(&s->sql, ", ");
-        if (!strcmp(o->expr, "_rank")) { buf_puts(&s->sql, "d.rank"); continue; }
-        if (!strcmp(o->expr, "_doc_id")) { buf_puts(&s->sql, "d.doc_id"); continue; }
-        if (!strcmp(o->expr, "_score")) { sq_score_sql(tree, s); continue; }
-        char gf[101];
-        double lat, lng;
-        int used = 0;
-        if (sscanf(o->expr, " distance ( %100[A-Za-z0-9_] , geopoint ( %lf , %lf ) ) %n", gf, &lat, &lng, &used) == 3 &&
-            !o->expr[used] && valid_name(gf)) {
-            /* metres from a point; documents without the field take the default */
-            int has_default = o->has_num;
-            buf_puts(&s->sql, has_default ? "coalesce(" : "(");
-            buf_printf(&s->sql, "(SELECT min(cz_geo_distance(lat,lng,?,?)) FROM fv WHERE fv.doc=d.id AND fv.field=? "
-                       "AND fv.type=%d)", SF_GEO);
-            sq_add_num(s, lat);
-            sq_add_num(s, lng);
-            sq_add_text(s, gf, strlen(gf));
-            if (has_default) sq_add_num(s, o->num);
-            buf_puts(&s->sql, has_default ? ", ?)" : ")");
-            continue;
-        }
-        if (!valid_name(o->expr)) {
-            set_err(err, errlen, "The sort expression '%.100s' is not supported: sort by a field name, "
-                    "_rank, _score, _doc_id or distance(field, geopoint(lat, lng)).", o->expr);
-            return -1;
-        }
-        int has_default = o->has_num || o->text;
+    return p->nsorts + (p->match_scorer && p->nsorts == 0) + 2;
+}
+
+/* Append ordering key j's expression and params; *desc gets its direction. */
+static int key_sql(sdb *d, int64_t idx, const sq_node *tree, const ssearch_params *p, int j, sq_sql *s,
+                   int *desc, char *err, size_t errlen)
+{
+    int n = nkeys(p);
+    if (j == n - 1) { *desc = 0; buf_puts(&s->sql, "d.doc_id"); return 0; }
+    if (j == n - 2) { *desc = 1; buf_puts(&s->sql, "d.rank"); return 0; }
+    if (j == p->nsorts) { *desc = 1; sq_score_sql(tree, s); return 0; }
+    const ssort *o = &p->sorts[j];
+    *desc = o->desc;
+    if (!strcmp(o->expr, "_rank")) { buf_puts(&s->sql, "d.rank"); return 0; }
+    if (!strcmp(o->expr, "_doc_id")) { buf_puts(&s->sql, "d.doc_id"); return 0; }
+    if (!strcmp(o->expr, "_score")) { sq_score_sql(tree, s); return 0; }
+    char gf[101];
+    double lat, lng;
+    int used = 0;
+    if (sscanf(o->expr, " distance ( %100[A-Za-z0-9_] , geopoint ( %lf , %lf ) ) %n", gf, &lat, &lng, &used) == 3 &&
+        !o->expr[used] && valid_name(gf)) {
+        /* metres from a point; documents without the field take the default */
+        int has_default = o->has_num;
         buf_puts(&s->sql, has_default ? "coalesce(" : "(");
-        buf_puts(&s->sql, "(SELECT CASE WHEN n IS NOT NULL THEN n ELSE s END FROM fv "
-                          "WHERE fv.doc=d.id AND fv.field=? AND fv.type<>5 ORDER BY n IS NULL LIMIT 1)");
-        sq_add_text(s, o->expr, strlen(o->expr));
-        double num;
-        if (o->has_num) sq_add_num(s, o->num);
-        else if (o->text && sq_parse_number(o->text, &num) == 0 && sdb_has_field_type(d, idx, o->expr, SF_DATE))
-            sq_add_num(s, num);                  /* a date default travels as epoch ms text */
-        else if (o->text) sq_add_text(s, o->text, strlen(o->text));
+        buf_printf(&s->sql, "(SELECT min(cz_geo_distance(lat,lng,?,?)) FROM fv WHERE fv.doc=d.id AND fv.field=? "
+                   "AND fv.type=%d)", SF_GEO);
+        sq_add_num(s, lat);
+        sq_add_num(s, lng);
+        sq_add_text(s, gf, strlen(gf));
+        if (has_default) sq_add_num(s, o->num);
         buf_puts(&s->sql, has_default ? ", ?)" : ")");
+        return 0;
     }
+    if (!valid_name(o->expr)) {
+        set_err(err, errlen, "The sort expression '%.100s' is not supported: sort by a field name, "
+                "_rank, _score, _doc_id or distance(field, geopoint(lat, lng)).", o->expr);
+        return -1;
+    }
+    int has_default = o->has_num || o->text;
+    buf_puts(&s->sql, has_default ? "coalesce(" : "(");
+    buf_puts(&s->sql, "(SELECT CASE WHEN n IS NOT NULL THEN n ELSE s END FROM fv "
+                      "WHERE fv.doc=d.id AND fv.field=? AND fv.type<>5 ORDER BY n IS NULL LIMIT 1)");
+    sq_add_text(s, o->expr, strlen(o->expr));
+    double num;
+    if (o->has_num) sq_add_num(s, o->num);
+    else if (o->text && sq_parse_number(o->text, &num) == 0 && sdb_has_field_type(d, idx, o->expr, SF_DATE))
+        sq_add_num(s, num);                  /* a date default travels as epoch ms text */
+    else if (o->text) sq_add_text(s, o->text, strlen(o->text));
+    buf_puts(&s->sql, has_default ? ", ?)" : ")");
     return 0;
 }
 
@@ -345,47 +370,137 @@ static int run_facets(sdb *d, const char *where_text, const sq_sql *where, const
     return 0;
 }
 
+/* Append src's text and params to dst. */
+static void append_sql(sq_sql *dst, const sq_sql *src)
+{
+    buf_append(&dst->sql, src->sql.data, src->sql.len);
+    for (int i = 0; i < src->nparams; i++) {
+        if (src->params[i].is_num) sq_add_num(dst, src->params[i].d);
+        else sq_add_text(dst, src->params[i].s, strlen(src->params[i].s));
+    }
+}
+
+/* Bind one stored key value as a parameter (numbers keep their exact value). */
+static void add_value(sq_sql *s, sqlite3_value *v)
+{
+    if (sqlite3_value_type(v) == SQLITE_TEXT)
+        sq_add_text(s, (const char *)sqlite3_value_text(v), (size_t)sqlite3_value_bytes(v));
+    else sq_add_num(s, sqlite3_value_double(v));
+}
+
+/* " AND (<the ordering keys come after vals>)": for key j, all keys before
+ * it equal and key j after, in SQLite's order (NULL first ascending, last
+ * descending). */
+static void after_sql(const sq_sql *keys, const int *desc, sqlite3_value **vals, int n, sq_sql *s)
+{
+    buf_puts(&s->sql, " AND (0");
+    for (int j = 0; j < n; j++) {
+        buf_puts(&s->sql, " OR (1");
+        for (int i = 0; i <= j; i++) {
+            int null = sqlite3_value_type(vals[i]) == SQLITE_NULL;
+            buf_puts(&s->sql, " AND ");
+            if (i < j) {                                   /* equal */
+                append_sql(s, &keys[i]);
+                if (null) buf_puts(&s->sql, " IS NULL");
+                else { buf_puts(&s->sql, " = ?"); add_value(s, vals[i]); }
+            } else if (!desc[i]) {                         /* after, ascending */
+                append_sql(s, &keys[i]);
+                if (null) buf_puts(&s->sql, " IS NOT NULL");
+                else { buf_puts(&s->sql, " > ?"); add_value(s, vals[i]); }
+            } else if (null) {                             /* nothing follows NULL descending */
+                buf_puts(&s->sql, "0");
+            } else {                                       /* after, descending: smaller or NULL */
+                buf_putc(&s->sql, '(');
+                append_sql(s, &keys[i]);
+                buf_puts(&s->sql, " < ? OR ");
+                add_value(s, vals[i]);
+                append_sql(s, &keys[i]);
+                buf_puts(&s->sql, " IS NULL)");
+            }
+        }
+        buf_putc(&s->sql, ')');
+    }
+    buf_putc(&s->sql, ')');
+}
+
+/* The ordering key values of document doc_id, or 0 when it is gone. */
+static int lookup_keys(sdb *d, int64_t idx, const sq_sql *keys, int n, const char *doc_id, sqlite3_value **vals,
+                       char *err, size_t errlen)
+{
+    sq_sql q = { BUF_INIT, NULL, 0, 0 };
+    buf_puts(&q.sql, "SELECT ");
+    for (int j = 0; j < n; j++) {
+        if (j) buf_puts(&q.sql, ", ");
+        append_sql(&q, &keys[j]);
+    }
+    buf_puts(&q.sql, " FROM doc d WHERE d.idx=? AND d.doc_id=?");
+    sq_add_num(&q, (double)idx);
+    sq_add_text(&q, doc_id, strlen(doc_id));
+    sqlite3_stmt *st = NULL;
+    int found = -1;
+    if (sqlite3_prepare_v2(sdb_sqlite(d), buf_cstr(&q.sql), -1, &st, NULL) != SQLITE_OK || bind_all(st, &q) < 0)
+        sqlerr(d, err, errlen, "prepare the cursor");
+    else {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            for (int j = 0; j < n; j++) vals[j] = sqlite3_value_dup(sqlite3_column_value(st, j));
+            found = 1;
+        } else if (rc == SQLITE_DONE) found = 0;
+        else sqlerr(d, err, errlen, "resolve the cursor");
+    }
+    sqlite3_finalize(st);
+    sq_sql_free(&q);
+    return found;
+}
+
 int ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
     r->next = -1;
     r->tree = sq_parse(p->query, p->query_len, err, errlen);
     if (!r->tree) return -1;
-    int64_t start = p->offset;
-    if (p->cursor && *p->cursor) {
-        int64_t c;
-        if (cursor_pos(p, &c, err, errlen) < 0) return -1;
-        start += c;
-    }
+    int64_t pos = 0;                     /* position of the cursor (0 without one) */
+    char *after_id = NULL;
+    if (p->cursor && *p->cursor && cursor_parse(p, &pos, &after_id, err, errlen) < 0) return -1;
+    int n = nkeys(p);
+    sq_sql *keys = xcalloc((size_t)n, sizeof *keys);
+    int *desc = xcalloc((size_t)n, sizeof *desc);
+    sqlite3_value **vals = xcalloc((size_t)n, sizeof *vals);
     sq_sql s = { BUF_INIT, NULL, 0, 0 };
     sq_sql w = { BUF_INIT, NULL, 0, 0 };
     int ret = -1;
     sqlite3_stmt *st = NULL;
     if (where_sql(idx, r->tree, p, &w, err, errlen) < 0) goto out;   /* validates the query first */
-    buf_puts(&s.sql, "SELECT d.doc_id, d.pb");
-    if (sort_keys(d, idx, r->tree, p, &s, err, errlen) < 0) goto out;
-    int by_score = p->match_scorer && p->nsorts == 0;
-    if (by_score) { buf_puts(&s.sql, ", "); sq_score_sql(r->tree, &s); }
+    for (int j = 0; j < n; j++)
+        if (key_sql(d, idx, r->tree, p, j, &keys[j], &desc[j], err, errlen) < 0) goto out;
     if (!idx) { ret = 0; goto out; }
-    /* the same WHERE again, after the sort key params */
-    buf_append(&s.sql, w.sql.data, w.sql.len);
-    for (int i = 0; i < w.nparams; i++) {
-        if (w.params[i].is_num) sq_add_num(&s, w.params[i].d);
-        else sq_add_text(&s, w.params[i].s, strlen(w.params[i].s));
+    /* resume after the cursor's document if it still exists, else at its position */
+    int64_t skip = p->offset;
+    int keyset = 0;
+    if (after_id) {
+        int f = lookup_keys(d, idx, keys, n, after_id, vals, err, errlen);
+        if (f < 0) goto out;
+        if (f) keyset = 1;
+        else skip += pos;
     }
+    buf_puts(&s.sql, "SELECT d.doc_id, d.pb");
+    for (int j = 0; j < n; j++) { buf_puts(&s.sql, ", "); append_sql(&s, &keys[j]); }
+    append_sql(&s, &w);
+    if (keyset) after_sql(keys, desc, vals, n, &s);
     buf_puts(&s.sql, " ORDER BY ");
-    for (int i = 0; i < p->nsorts; i++)
-        buf_printf(&s.sql, "%d%s, ", i + 3, p->sorts[i].desc ? " DESC" : "");
-    if (by_score) buf_printf(&s.sql, "%d DESC, ", p->nsorts + 3);
-    buf_puts(&s.sql, "d.rank DESC, d.doc_id LIMIT ? OFFSET ?");
-    sq_add_num(&s, p->limit);
-    sq_add_num(&s, (double)start);
+    for (int j = 0; j < n; j++) buf_printf(&s.sql, "%s%d%s", j ? ", " : "", j + 3, desc[j] ? " DESC" : "");
+    buf_puts(&s.sql, " LIMIT ? OFFSET ?");
+    sq_add_num(&s, p->limit + 1);        /* one more tells whether a next page exists */
+    sq_add_num(&s, (double)skip);
     if (sqlite3_prepare_v2(sdb_sqlite(d), buf_cstr(&s.sql), -1, &st, NULL) != SQLITE_OK || bind_all(st, &s) < 0) {
         sqlerr(d, err, errlen, "prepare the query");
         goto out;
     }
+    int nscored = n - 2;
     int rc;
+    int64_t first = pos + p->offset;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (r->nhits == p->limit) { r->next = first + r->nhits; break; }
         r->hits = xrealloc(r->hits, (size_t)(r->nhits + 1) * sizeof *r->hits);
         shit *h = &r->hits[r->nhits];
         memset(h, 0, sizeof *h);
@@ -393,25 +508,29 @@ int ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r,
         h->pb_len = (size_t)sqlite3_column_bytes(st, 1);
         h->pb = xmalloc(h->pb_len + 1);
         memcpy(h->pb, sqlite3_column_blob(st, 1), h->pb_len);
-        h->position = start + r->nhits;
-        for (int i = 0; i < p->nsorts + by_score; i++) {
-            int t = sqlite3_column_type(st, i + 2);
+        h->position = first + r->nhits;
+        for (int j = 0; j < nscored; j++) {          /* numeric sort keys (not rank, doc id) */
+            int t = sqlite3_column_type(st, j + 2);
             if (t != SQLITE_FLOAT && t != SQLITE_INTEGER) continue;
             h->scores = xrealloc(h->scores, (size_t)(h->nscores + 1) * sizeof *h->scores);
-            h->scores[h->nscores++] = sqlite3_column_double(st, i + 2);
+            h->scores[h->nscores++] = sqlite3_column_double(st, j + 2);
         }
         r->nhits++;
     }
-    if (rc != SQLITE_DONE) { sqlerr(d, err, errlen, "run the query"); goto out; }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) { sqlerr(d, err, errlen, "run the query"); goto out; }
     r->matched = count_matches(d, idx, r->tree, p, err, errlen);
     if (r->matched < 0) goto out;
-    if (start + r->nhits < r->matched) r->next = start + r->nhits;
     if ((p->nfacets || p->auto_facets > 0) && run_facets(d, buf_cstr(&w.sql), &w, p, r, err, errlen) < 0) goto out;
     ret = 0;
 out:
     sqlite3_finalize(st);
     sq_sql_free(&s);
     sq_sql_free(&w);
+    for (int j = 0; j < n; j++) { sq_sql_free(&keys[j]); sqlite3_value_free(vals[j]); }
+    free(keys);
+    free(desc);
+    free(vals);
+    free(after_id);
     return ret;
 }
 

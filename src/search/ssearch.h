@@ -3,10 +3,13 @@
  * clause, sort expressions become ORDER BY keys, and offset/cursor/limit a
  * window over the ordered matches. Facets are counted over all matches.
  *
- * Cursors are "<offset>.<hash>" strings: the position of the next result
- * and a hash of the query and sort, so a cursor cannot be replayed on a
- * different query. They are positional: documents added or removed between
- * pages shift what a cursor points at. */
+ * A cursor is "<position>.<hash>.<hex doc id>": the document it follows,
+ * the position of the result after it, and a hash of the query, sort and
+ * refinements, so it cannot be replayed on a different query. A search from
+ * a cursor resumes after that document in the ordering (by its current sort
+ * keys), so documents added or removed before it do not shift the page;
+ * when the document is gone it resumes at the position.
+ */
 #ifndef CZ_SSEARCH_H
 #define CZ_SSEARCH_H
 
@@ -66,7 +69,7 @@ typedef struct {
     sq_node *tree;                       /* the parsed query (for snippets) */
     shit *hits; int nhits;
     int64_t matched;
-    int64_t next;                        /* offset of the result after the page, -1 at the end */
+    int64_t next;                        /* position of the result after the page, -1 at the end */
     sfacet_res *facets; int nfacets;
 } ssearch_result;
 
@@ -74,7 +77,8 @@ typedef struct {
  * one sentence in err (bad query, bad cursor, unsupported sort). */
 int  ssearch_run(sdb *d, int64_t idx, const ssearch_params *p, ssearch_result *r, char *err, size_t errlen);
 void ssearch_result_free(ssearch_result *r);
-/* The cursor string for position pos of this query (caller frees). */
-char *ssearch_cursor(const ssearch_params *p, int64_t pos);
+/* The cursor after document doc_id, the result at position pos - 1 of
+ * this query (caller frees). */
+char *ssearch_cursor(const ssearch_params *p, int64_t pos, const char *doc_id);
 
 #endif

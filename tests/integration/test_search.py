@@ -265,6 +265,28 @@ def test_limit_offset_cursors(server):
     # a cursor of another query is refused
     with pytest.raises(search.InvalidRequest, match="cursor"):
         idx.search(search.Query("n < 5", options=search.QueryOptions(cursor=third)))
+    # a cursor resumes after its document: inserts before it do not shift the next page
+    res = idx.search(search.Query("common", options=search.QueryOptions(limit=10, cursor=search.Cursor())))
+    assert ids(res)[-1] == "d09"
+    idx.put([doc("early%d" % i, rank=1000 + i, word="common") for i in range(3)])
+    res2 = idx.search(search.Query("common", options=search.QueryOptions(limit=3, cursor=res.cursor)))
+    assert ids(res2) == ["d10", "d11", "d12"]
+    # ... also under a sort, descending and ascending, with ties broken by rank
+    opts = dict(sort_options=search.SortOptions(expressions=[
+        search.SortExpression("word", search.SortExpression.ASCENDING, default_value=""),
+        search.SortExpression("n", search.SortExpression.DESCENDING, default_value=-1)]))
+    seen, cursor = [], search.Cursor()
+    while cursor is not None:
+        res = idx.search(search.Query("common", options=search.QueryOptions(limit=4, cursor=cursor, **opts)))
+        seen += ids(res)
+        cursor = res.cursor
+    assert seen == ["d%02d" % i for i in range(24, -1, -1)] + ["early2", "early1", "early0"]
+    # when the cursor's document is gone, the position is used
+    res = idx.search(search.Query("common", options=search.QueryOptions(limit=5, cursor=search.Cursor(), **opts)))
+    idx.delete(ids(res)[-1])
+    res2 = idx.search(search.Query("common", options=search.QueryOptions(limit=2, cursor=res.cursor, **opts)))
+    assert ids(res2) == ["d18", "d17"]
+    idx.delete(["early0", "early1", "early2"])
     # number_found_accuracy is accepted; counts stay exact
     res = idx.search(search.Query("n < 5", options=search.QueryOptions(number_found_accuracy=100)))
     assert res.number_found == 5
