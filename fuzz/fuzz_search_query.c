@@ -3,7 +3,9 @@
  * dumped and compiled, and then run by ssearch against a small SQLite
  * search store, where a compiled query that SQLite refuses to prepare or
  * run is a bug (abort). The first byte picks parse-only or parse-and-run so
- * the slower path does not dominate, and whether to order by relevance. The store lives in a temporary
+ * the slower path does not dominate, whether to order by relevance, and
+ * whether to sort by fields; a search with hits is resumed from a cursor
+ * after its first hit, which must yield the other hits. The store lives in a temporary
  * directory removed at exit. */
 #include <stdint.h>
 #include <stdio.h>
@@ -79,10 +81,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     p.query_len = n;
     p.limit = 10;
     p.match_scorer = (data[0] & 2) != 0;
+    ssort sorts[2] = { { "price", 0, 1, 0, NULL }, { "title", 1, 0, 0, NULL } };
+    if (data[0] & 4) { p.sorts = sorts; p.nsorts = 2; }
     ssearch_result r;
     if (ssearch_run(db, idx, &p, &r, err, sizeof err) < 0) {
         fprintf(stderr, "compiled query failed in SQLite: %s\n", err);
         abort();
+    }
+    if (r.nhits > 0) {                 /* resume after the first hit: the keyset path */
+        char *c = ssearch_cursor(&p, 1, r.hits[0].doc_id);
+        ssearch_result r2;
+        p.cursor = c;
+        if (ssearch_run(db, idx, &p, &r2, err, sizeof err) < 0) {
+            fprintf(stderr, "resuming from a cursor failed: %s\n", err);
+            abort();
+        }
+        if (r2.nhits != r.nhits - 1) abort();   /* the same matches, less the first */
+        ssearch_result_free(&r2);
+        free(c);
     }
     ssearch_result_free(&r);
     return 0;
