@@ -5,6 +5,8 @@
  * methods. Adding a service is adding its call below, in its own block (the
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
+#include "api/blobstore.h"
+#include "api/images.h"
 #include "api/memcache.h"
 #include "api/users.h"
 #include "api/urlfetch.h"
@@ -40,6 +42,15 @@ void api_register_all(api_server *srv, const char *home)
     /* mail (mail.c: mailmsg.c builds the messages, smtp.c relays them,
      * outbox.c keeps them when no relay is configured) */
     mail_register(srv, home);
+
+    /* blobstore (blobstore.c: metadata in datastore_v3's kv engine, so after
+     * it; bytes in the blob store under blob.dir or home/blobs) */
+    blobstore_register(srv, home);
+
+    /* images (images.c: Transform, Composite, Histogram on libvips via
+     * images/image.c, libvips started on the first call; blobs and serving
+     * URLs through the blobstore and the "kv" engine, so after both) */
+    images_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

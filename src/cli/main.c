@@ -1,7 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox]
+ *            [--no-sandbox] [--blob-dir DIR] [--memcache-servers HOST:PORT[,HOST:PORT...]]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/memcache_backend.h"
 #include "cli/mailcmd.h"
 #include "cli/serve.h"
 #include "cli/state.h"
@@ -34,9 +35,10 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
-        "                               [--datastore SPEC]\n"
+        "                               [--datastore SPEC] [--blob-dir DIR]\n"
         "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
         "                                --smtp-password-file F] [--smtp-starttls]]\n"
+        "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -56,8 +58,13 @@ static void usage(FILE *f)
         "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
         "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
         "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
+        "  --blob-dir DIR       keep the Blobstore's blobs in DIR (default\n"
+        "                       $CYCLOZZO_HOME/blobs; a shared mount serves many nodes)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
+        "  --memcache-servers LIST  keep the app's memcache in these memcached servers\n"
+        "                       (consistent hashing) instead of in-process; see\n"
+        "                       docs/memcache.md\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
@@ -77,6 +84,8 @@ typedef struct {
     int port, status, foreground, threads, dev, no_sandbox;
     int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
+    const char *memcache_servers;
+    const char *blob_dir;
     int list_users, admin, password_stdin;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
     int smtp_port, smtp_starttls;
@@ -203,6 +212,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
+        else if (!strcmp(a, "--blob-dir")) { if (!need_value(i, argc, argv)) return 2; o.blob_dir = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
@@ -218,6 +228,7 @@ int main(int argc, char **argv)
         else if (o.deliver_mail && !o.file && a[0] != '-') o.file = a;
         else if (o.deliver_mail && !o.file && !strcmp(a, "-")) o.file = a;
         else if (!strcmp(a, "--datastore")) { if (!need_value(i, argc, argv)) return 2; setenv("CYCLOZZO_DATASTORE", argv[++i], 1); o.datastore = 1; }
+        else if (!strcmp(a, "--memcache-servers")) { if (!need_value(i, argc, argv)) return 2; o.memcache_servers = argv[++i]; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -252,6 +263,17 @@ int main(int argc, char **argv)
         }
         return mailcmd_deliver(o.deliver_mail, o.to, o.file);
     }
+    if (o.memcache_servers) {
+        char err[256];
+        if (!o.start) {
+            fprintf(stderr, "cyclozzo: --memcache-servers goes with --start application\n");
+            return 2;
+        }
+        if (mc_servers_check(o.memcache_servers, err, sizeof err) < 0) {
+            fprintf(stderr, "cyclozzo: --memcache-servers: %s\n", err);
+            return 2;
+        }
+    }
     if (o.add_user) return usercmd_add(o.add_user, o.admin, o.password_stdin);
     if (o.remove_user) return usercmd_remove(o.remove_user);
     if (o.list_users) return usercmd_list();
@@ -266,10 +288,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        char blob_abs[PATH_MAX];
+        if (o.blob_dir && o.blob_dir[0] != '/') {
+            /* The daemon runs in "/": make a relative --blob-dir absolute now. */
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd) || snprintf(blob_abs, sizeof blob_abs, "%s/%s", cwd, o.blob_dir) >= (int)sizeof blob_abs) {
+                fprintf(stderr, "cyclozzo: --blob-dir %s is too long a path\n", o.blob_dir);
+                return 2;
+            }
+            o.blob_dir = blob_abs;
+        }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
                          .no_sandbox = o.no_sandbox, .smtp_host = o.smtp_host, .smtp_port = o.smtp_port,
-                         .smtp_user = o.smtp_user, .smtp_starttls = o.smtp_starttls};
+                         .smtp_user = o.smtp_user, .smtp_starttls = o.smtp_starttls,
+                         .memcache_servers = o.memcache_servers, .blob_dir = o.blob_dir};
         char pwpath[PATH_MAX];
         if (o.smtp_password_file) {
             /* The daemon works from /, so the file is named absolutely. */

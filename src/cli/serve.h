@@ -21,6 +21,8 @@ typedef struct {
     /* mail relay (--smtp-*): no host = messages go to the outbox */
     const char *smtp_host, *smtp_user, *smtp_password_file;
     int smtp_port, smtp_starttls;
+    const char *memcache_servers;  /* "host:port,..." puts memcache on memcached (--memcache-servers) */
+    const char *blob_dir; /* the Blobstore's directory (--blob-dir), NULL = home/blobs */
 } serve_opts;
 
 /* Returns the process exit status for the CLI. */
