@@ -26,6 +26,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -551,11 +552,50 @@ int sq_parse_date(const char *s, double *day_ms)
     return 0;
 }
 
+/* Lower case of one code point for the scripts with simple case pairs:
+ * ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic. */
+static uint32_t lower_cp(uint32_t c)
+{
+    if (c < 0x80) return (uint32_t)tolower((int)c);
+    if (c >= 0xC0 && c <= 0xDE && c != 0xD7) return c + 0x20;
+    if (c >= 0x100 && c <= 0x137 && c != 0x130) return c | 1;
+    if (c >= 0x139 && c <= 0x148) return c & 1 ? c + 1 : c;
+    if (c >= 0x14A && c <= 0x177) return c | 1;
+    if (c == 0x178) return 0xFF;
+    if (c >= 0x179 && c <= 0x17E) return c & 1 ? c + 1 : c;
+    if (c >= 0x391 && c <= 0x3AB && c != 0x3A2) return c + 0x20;
+    if (c >= 0x400 && c <= 0x40F) return c + 0x50;
+    if (c >= 0x410 && c <= 0x42F) return c + 0x20;
+    return c;
+}
+
+static void put_utf8(char *o, size_t *k, uint32_t c)
+{
+    if (c < 0x80) o[(*k)++] = (char)c;
+    else if (c < 0x800) { o[(*k)++] = (char)(0xC0 | c >> 6); o[(*k)++] = (char)(0x80 | (c & 0x3F)); }
+    else {
+        o[(*k)++] = (char)(0xE0 | c >> 12);
+        o[(*k)++] = (char)(0x80 | ((c >> 6) & 0x3F));
+        o[(*k)++] = (char)(0x80 | (c & 0x3F));
+    }
+}
+
 char *sq_lower(const char *s, size_t n)
 {
+    /* every case pair handled keeps its UTF-8 length, so n bytes suffice */
     char *o = xmalloc(n + 1);
-    for (size_t i = 0; i < n; i++) o[i] = (char)tolower((unsigned char)s[i]);
-    o[n] = 0;
+    size_t k = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] >= 0xC2 && u[i] <= 0xDF && i + 1 < n && (u[i + 1] & 0xC0) == 0x80) {
+            uint32_t c = (uint32_t)(u[i] & 0x1F) << 6 | (u[i + 1] & 0x3F);
+            uint32_t l = lower_cp(c);
+            if (l >= 0x80 && l < 0x800) { put_utf8(o, &k, l); i += 2; continue; }
+        }
+        if (u[i] < 0x80) { o[k++] = (char)tolower(u[i]); i++; continue; }
+        o[k++] = (char)u[i++];
+    }
+    o[k] = 0;
     return o;
 }
 

@@ -68,7 +68,8 @@ void sq_score_sql(const sq_node *n, sq_sql *out);
 /* Value helpers shared with the store. */
 int  sq_parse_number(const char *s, double *out);          /* whole string; 0/-1 */
 int  sq_parse_date(const char *s, double *day_ms);         /* YYYY-MM-DD; 0/-1 */
-/* ASCII-lowercased copy (atom and prefix match keys). */
+/* Lower-cased copy (atom and prefix match keys): ASCII, Latin-1, Latin
+ * Extended-A, Greek and Cyrillic letters; other bytes are kept. */
 char *sq_lower(const char *s, size_t n);
 /* The positive global/text terms of a query (for snippets): calls fn per term. */
 void sq_terms(const sq_node *n, void (*fn)(void *arg, const char *term), void *arg);

@@ -173,6 +173,9 @@ def test_atoms_and_prefixes(books):
     assert found(books, "code:ABC") == ["b1"]                  # untokenized prefix
     assert found(books, "code:AB") == ["b1", "b2"]
     assert found(books, "code:BC") == []
+    books.put(doc("u1", city=search.AtomField(name="city", value="ÉCOLE Łódź")))
+    assert found(books, 'city:"école łÓdŹ"') == ["u1"]
+    books.delete("u1")
     assert found(books, "tags:prog") == ["b1"]                 # tokenized prefix, any token
     assert found(books, "tags:lang") == ["b1"]
     assert found(books, "tags:rogram") == []

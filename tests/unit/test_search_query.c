@@ -105,6 +105,13 @@ TEST(values)
     CHECK(sq_parse_date("2020-01-01x", &d) < 0);
 }
 
+TEST(lower)
+{
+    char *l = sq_lower("ÀÉÎ Ÿ Łódź ΣΟΦΙΑ МОСКВА Ёж ABC \xff", strlen("ÀÉÎ Ÿ Łódź ΣΟΦΙΑ МОСКВА Ёж ABC \xff"));
+    CHECK_STR(l, "àéî ÿ łódź σοφια москва ёж abc \xff");
+    free(l);
+}
+
 TEST(compile_errors)
 {
     char err[256];
@@ -209,6 +216,7 @@ int main(void)
     RUN(restrictions);
     RUN(syntax_errors_name_position);
     RUN(values);
+    RUN(lower);
     RUN(compile_errors);
     RUN(matching_against_store);
     return test_report();
