@@ -15,6 +15,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -MMD -MP
 LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lpthread -lm
+LDLIBS  += -lsqlite3   # Search API store (src/search/: FTS5)
 LDLIBS  += -lpq      # PostgreSQL kv engine (src/kv/postgres.c)
 PG_CFLAGS := -I$(shell pg_config --includedir)
 CFLAGS  += $(PG_CFLAGS)

@@ -10,7 +10,8 @@ PKGS="build-essential pkg-config curl ca-certificates
  postgresql libpq-dev
  golang-go
  openssl
- libmemcached-dev memcached"
+ libmemcached-dev memcached
+ libsqlite3-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -153,5 +153,7 @@ int  api_server_stopping(const api_server *srv);
 /* taskqueue (taskqueue.c): push and pull queues stored in the "kv" engine.
  * Registered after datastore_v3. */
 void taskqueue_register(api_server *srv, const char *home);
+/* search.c: the Search API (src/search/, SQLite FTS5 per app). */
+void search_register(api_server *srv, const char *home);
 
 #endif

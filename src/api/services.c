@@ -44,6 +44,9 @@ void api_register_all(api_server *srv, const char *home)
     /* logservice (logservice.c: request and app logs in logs/store.c) */
     logservice_register(srv, home);
 
+    /* search (search.c: the Search API over src/search/, SQLite FTS5 per app) */
+    search_register(srv, home);
+
     /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
     urlfetch_register(srv, home);
 
