@@ -1,7 +1,7 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox]
+ *            [--no-sandbox] [--https-port PORT [--cert FILE --key FILE]...] [--domain NAME]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -31,6 +31,8 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--https-port PORT [--cert FILE --key FILE]...]\n"
+        "                               [--domain NAME]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -43,6 +45,11 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --https-port PORT    also serve HTTPS on PORT (TLS 1.2+); see docs/https.md\n"
+        "  --cert FILE --key FILE  PEM certificate and key for HTTPS; repeat the pair for\n"
+        "                       more domains (chosen by SNI; the first is the default).\n"
+        "                       Without them a self-signed one is made under $CYCLOZZO_HOME/tls\n"
+        "  --domain NAME        answer on NAME, APP.NAME and VERSION-dot-APP.NAME\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
         "  --dev                development sign-in: any email address signs in at\n"
@@ -61,6 +68,8 @@ typedef struct {
     int port, status, foreground, threads, dev, no_sandbox;
     const char *add_user, *remove_user;
     int list_users, admin, password_stdin;
+    int https_port, ncert, nkey;
+    const char *cert[16], *key[16], *domain;
 } cli_opts;
 
 static int need_value(int i, int argc, char **argv)
@@ -187,6 +196,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--https-port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.https_port)) return 2; i++; }
+        else if (!strcmp(a, "--cert") || !strcmp(a, "--key")) {
+            if (!need_value(i, argc, argv)) return 2;
+            int *n = a[2] == 'c' ? &o.ncert : &o.nkey;
+            if (*n >= 16) { fprintf(stderr, "cyclozzo: at most 16 %s options\n", a); return 2; }
+            (a[2] == 'c' ? o.cert : o.key)[(*n)++] = argv[++i];
+        }
+        else if (!strcmp(a, "--domain")) { if (!need_value(i, argc, argv)) return 2; o.domain = argv[++i]; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -215,9 +232,19 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        if (o.ncert != o.nkey) {
+            fprintf(stderr, "cyclozzo: every --cert FILE needs its --key FILE (got %d --cert, %d --key)\n", o.ncert, o.nkey);
+            return 2;
+        }
+        if (o.ncert && !o.https_port) {
+            fprintf(stderr, "cyclozzo: --cert/--key go with --https-port PORT\n");
+            return 2;
+        }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
-                         .no_sandbox = o.no_sandbox};
+                         .no_sandbox = o.no_sandbox, .https_port = o.https_port,
+                         .ncert = o.ncert, .nkey = o.nkey, .domain = o.domain};
+        for (int k = 0; k < o.ncert; k++) { so.cert[k] = o.cert[k]; so.key[k] = o.key[k]; }
         return serve_app(&so);
     }
     usage(stderr);

@@ -54,6 +54,15 @@ typedef struct {
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;
+    /* HTTPS (src/router/tls.h): a second listener on https_port (0 = none)
+     * speaking TLS with the certificates in tls, in the same threads. */
+    int https_port;
+    struct tls_ctx *tls;
+    /* Custom domain (src/router/hostroute.h): NULL = none. version and
+     * service name the app for VERSION-dot-APP.DOMAIN host names. */
+    const char *domain;
+    const char *version;
+    const char *service;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

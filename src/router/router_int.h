@@ -10,10 +10,12 @@
 #include <sys/types.h>
 #include "core/buf.h"
 #include "http/http.h"
+#include "router/hostroute.h"
 #include "router/router.h"
+#include "router/tls.h"
 #include "users/login.h"
 
-enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE };
+enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE, EV_LISTEN_TLS };
 
 enum {
     CS_HEAD = 0,     /* reading a request head */
@@ -77,6 +79,10 @@ typedef struct rconn {
     /* proxy */
     upconn *up;
     int retried;
+
+    /* TLS (tlsconn.c): NULL on the plain listener */
+    tls_conn *tls;
+    int tls_ready;                 /* handshake complete */
 } rconn;
 
 struct upconn {
@@ -105,6 +111,7 @@ struct rthread {
     int idx;
     int epfd;
     int listen_fd;
+    int tls_listen_fd;             /* -1 without HTTPS */
     int wake_fd;
     pthread_t th;
     rconn *conns;                  /* list head */
@@ -129,6 +136,7 @@ struct router {
     int nthreads;
     rthread *threads;
     int appdir_fd;                 /* O_PATH descriptor of the app directory */
+    hostroute hosts;               /* custom domain rules */
     _Atomic int queued;            /* requests waiting for an instance, all threads */
     volatile int stopping;
 };
@@ -138,6 +146,14 @@ void conn_send_error(rconn *c, int status, const char *detail);
 void conn_close(rconn *c);
 int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
 void thread_date(rthread *t);
+
+/* tlsconn.c: TLS on client connections, secure redirects. */
+int     tlsconn_handshake(rconn *c);                       /* 1 done, 0 wait, -1 failed */
+ssize_t tlsconn_send(rconn *c, const void *p, size_t n);   /* like send(); EAGAIN sets readiness */
+ssize_t tlsconn_recv(rconn *c, void *p, size_t n);         /* like recv() */
+int     tlsconn_fill_from_file(rconn *c);                  /* static file -> c->out; 0 or -1 */
+int     tlsconn_secure_redirect(rconn *c, const http_request *req, const app_handler *h); /* 1 = sent */
+void    tlsconn_host_refused(rconn *c, const http_request *req);
 
 /* static.c: build the response for a static handler into c->out (+ file). */
 void static_serve(rconn *c, const app_match *m, const http_request *req);
