@@ -194,12 +194,17 @@ static SSL_CTX *make_ctx(const char *cert, const char *key, char *err, size_t er
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        set_err(err, errlen, "%s is not a PEM private key: %s", key, ossl_reason(why, sizeof why));
+    FILE *kf = fopen(key, "r");
+    EVP_PKEY *pk = kf ? PEM_read_PrivateKey(kf, NULL, NULL, NULL) : NULL;
+    if (kf) fclose(kf);
+    if (!pk) {
+        set_err(err, errlen, "%s is not a PEM private key (without a passphrase): %s", key, ossl_reason(why, sizeof why));
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
+    int used = SSL_CTX_use_PrivateKey(ctx, pk);
+    EVP_PKEY_free(pk);
+    if (used != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         set_err(err, errlen, "the private key %s does not belong to the certificate %s", key, cert);
         ERR_clear_error();
         SSL_CTX_free(ctx);
