@@ -55,7 +55,7 @@ int hostroute_served(const hostroute *h, const char *host, size_t host_len)
     const char *name = hostroute_name(host, host_len, &n);
     size_t dl = strlen(h->domain);
     if (n == dl && strncasecmp(name, h->domain, dl) == 0) return 1;
-    if (n <= dl + 1 || name[n - dl - 1] != '.' || strncasecmp(name + n - dl, h->domain, dl) != 0)
+    if (n < dl + 1 || name[n - dl - 1] != '.' || strncasecmp(name + n - dl, h->domain, dl) != 0)
         return 1;                                   /* not under the domain */
     size_t ll = n - dl - 1;
     if (memchr(name, '.', ll)) return 0;            /* a.b.DOMAIN: nothing we run */
