@@ -6,6 +6,7 @@ PKGS="build-essential pkg-config curl ca-certificates
  libyaml-dev libpcre2-dev liblmdb-dev lmdb-utils libssl-dev libcurl4-openssl-dev
  libseccomp-dev libjansson-dev python3 python3-dev python3-venv python3-pip
  clang libclang-rt-14-dev valgrind
+ postgresql libpq-dev
  golang-go"
 missing=""
 for p in $PKGS; do

@@ -28,7 +28,7 @@
 static void usage(FILE *f)
 {
     fputs("usage: cz-apiserver --home DIR [--host H] [--port P] [--app APP_ID] [--threads N]\n"
-          "                    [--max-request BYTES] [--log-level debug|info|warn|error]\n"
+          "                    [--max-request BYTES] [--log-level debug|info|warn|error] [--datastore SPEC]\n"
           "       cz-apiserver --home DIR --mint-ticket APP_ID [--ttl SECONDS] [--user EMAIL]\n"
           "                    [--user-id ID] [--admin] [--version V] [--namespace NS] [--request-id ID]\n", f);
 }
@@ -58,13 +58,14 @@ static long parse_num(const char *s, const char *what, long lo, long hi)
 int main(int argc, char **argv)
 {
     enum { O_HOME = 256, O_HOST, O_PORT, O_APP, O_THREADS, O_MAXREQ, O_LOG, O_MINT, O_TTL, O_USER,
-           O_USERID, O_ADMIN, O_VERSION, O_NS, O_REQID, O_HELP };
+           O_USERID, O_ADMIN, O_VERSION, O_NS, O_REQID, O_HELP, O_DATASTORE };
     static const struct option opts[] = {
         {"home", 1, 0, O_HOME}, {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"app", 1, 0, O_APP},
         {"threads", 1, 0, O_THREADS}, {"max-request", 1, 0, O_MAXREQ}, {"log-level", 1, 0, O_LOG},
         {"mint-ticket", 1, 0, O_MINT}, {"ttl", 1, 0, O_TTL}, {"user", 1, 0, O_USER},
         {"user-id", 1, 0, O_USERID}, {"admin", 0, 0, O_ADMIN}, {"version", 1, 0, O_VERSION},
-        {"namespace", 1, 0, O_NS}, {"request-id", 1, 0, O_REQID}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
+        {"namespace", 1, 0, O_NS}, {"request-id", 1, 0, O_REQID}, {"help", 0, 0, O_HELP},
+        {"datastore", 1, 0, O_DATASTORE}, {0, 0, 0, 0},
     };
     api_server_config cfg = {0};
     const char *mint_app = NULL;
@@ -96,6 +97,7 @@ int main(int argc, char **argv)
         case O_VERSION: if (copy_claim(claims.version, sizeof claims.version, optarg, "--version") < 0) return 2; break;
         case O_NS: if (copy_claim(claims.ns, sizeof claims.ns, optarg, "--namespace") < 0) return 2; break;
         case O_REQID: if (copy_claim(claims.request_id, sizeof claims.request_id, optarg, "--request-id") < 0) return 2; break;
+        case O_DATASTORE: setenv("CYCLOZZO_DATASTORE", optarg, 1); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

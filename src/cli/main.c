@@ -33,6 +33,7 @@ static void usage(FILE *f)
         "                               [--threads N] [--dev] [--no-sandbox]\n"
         "                               [--https-port PORT [--cert FILE --key FILE]...]\n"
         "                               [--domain NAME]\n"
+        "                               [--datastore SPEC]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -52,6 +53,9 @@ static void usage(FILE *f)
         "  --domain NAME        answer on NAME, APP.NAME and VERSION-dot-APP.NAME\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
+        "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
+        "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
+        "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
@@ -66,6 +70,7 @@ static void usage(FILE *f)
 typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
+    int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
     int list_users, admin, password_stdin;
     int https_port, ncert, nkey;
@@ -204,6 +209,7 @@ int main(int argc, char **argv)
             (a[2] == 'c' ? o.cert : o.key)[(*n)++] = argv[++i];
         }
         else if (!strcmp(a, "--domain")) { if (!need_value(i, argc, argv)) return 2; o.domain = argv[++i]; }
+        else if (!strcmp(a, "--datastore")) { if (!need_value(i, argc, argv)) return 2; setenv("CYCLOZZO_DATASTORE", argv[++i], 1); o.datastore = 1; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -212,6 +218,10 @@ int main(int argc, char **argv)
     }
     if ((o.admin || o.password_stdin) && !o.add_user) {
         fprintf(stderr, "cyclozzo: %s goes with --add-user EMAIL\n", o.admin ? "--admin" : "--password-stdin");
+        return 2;
+    }
+    if (o.datastore && !o.start) {
+        fprintf(stderr, "cyclozzo: --datastore goes with --start application\n");
         return 2;
     }
     if (o.dev && !o.start) {

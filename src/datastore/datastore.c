@@ -96,7 +96,8 @@ datastore *ds_open_engine(kv_engine *kv, int own)
 
 datastore *ds_open(const char *home, char *err, size_t errlen)
 {
-    char *dir = xasprintf("lmdb:%s/datastore", home);
+    const char *spec = getenv("CYCLOZZO_DATASTORE");
+    char *dir = spec && *spec ? xstrdup(spec) : xasprintf("lmdb:%s/datastore", home);
     kv_engine *kv = kv_open(dir, err, errlen);
     free(dir);
     return kv ? ds_open_engine(kv, 1) : NULL;

@@ -64,8 +64,11 @@ typedef struct {
     char msg[480];         /* one sentence for the client */
 } ds_err;
 
-/* Open the datastore under home (LMDB in home/datastore/), or over an engine
- * (own=1: ds_close closes it). NULL + err on failure. */
+/* Open the datastore under home (LMDB in home/datastore/), or on the kv
+ * engine the environment variable CYCLOZZO_DATASTORE names when it is set
+ * (a kv_open spec such as "postgresql://host/db"; set by the daemon's and
+ * cz-apiserver's --datastore), or over an engine (own=1: ds_close closes
+ * it). NULL + err on failure. */
 datastore *ds_open(const char *home, char *err, size_t errlen);
 datastore *ds_open_engine(kv_engine *kv, int own);
 void ds_close(datastore *ds);
