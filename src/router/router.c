@@ -8,7 +8,10 @@
  * CS_QUEUED/CS_PROXY -> back to CS_HEAD (keep-alive, pipelined input is
  * parsed from what is already buffered) or closed. can_read/can_write
  * remember edge-triggered readiness, so reading pauses while a response is
- * in flight (bounded buffering) and resumes without a new event. */
+ * in flight (bounded buffering) and resumes without a new event. A
+ * connection from a thread's TLS listener carries a tls_conn: its handshake
+ * runs first, then the same states with send/recv/sendfile replaced by the
+ * hooks of tlsconn.c. */
 #include "router/router_int.h"
 
 #include <errno.h>

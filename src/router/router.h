@@ -7,7 +7,9 @@
  * adding App Engine's X-AppEngine-* headers and stripping any a client sent.
  * It runs N threads, each an independent epoll loop with its own SO_REUSEPORT
  * listening socket, connections, and idle upstream connections. One access
- * log line per request.
+ * log line per request. With https_port, every thread also has a TLS
+ * listener, served from the same loop (tls.c, tlsconn.c); app.yaml secure:
+ * redirects and custom-domain host checks are in tlsconn.c/hostroute.c.
  *
  * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413);
  * a head must arrive within 20 s, idle keep-alive connections close after
