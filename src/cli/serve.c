@@ -340,6 +340,12 @@ int serve_app(const serve_opts *o)
     serve_opts so = *o;
     o = &so;
     static char ss_cert[PATH_MAX], ss_key[PATH_MAX];
+    /* The daemon works from "/": relative --cert/--key paths are made absolute here. */
+    static char abs_files[2][16][PATH_MAX];
+    for (int i = 0; i < so.ncert && i < 16; i++) {
+        if (realpath(so.cert[i], abs_files[0][i])) so.cert[i] = abs_files[0][i];
+        if (realpath(so.key[i], abs_files[1][i])) so.key[i] = abs_files[1][i];
+    }
     if (so.https_port > 0 && so.ncert == 0) {
         char *dir = xasprintf("%s/tls", home);
         char *wild = so.domain ? xasprintf("*.%s", so.domain) : NULL;

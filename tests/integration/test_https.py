@@ -436,3 +436,18 @@ def test_domain_other_app_or_version_is_404(site, host):
     status, _, body = https_get(site, "/static/hello.txt", host=host, extra=["-k"])
     assert status == 404 and f"The host {host} is not served here".encode() in body
     still_serving(site)
+
+
+def test_relative_certificate_paths(tmp_path, cz_env):
+    """The daemon runs from /: --cert/--key relative to the caller's directory still work."""
+    appdir = make_app(tmp_path)
+    make_cert(tmp_path, "rel.test", ["rel.test"])
+    port, sport = free_port(), free_port()
+    cz("--start", "application", "--dir", "shop", "--port", str(port), "--https-port", str(sport),
+       "--cert", "rel.test.crt", "--key", "rel.test.key", env=cz_env, timeout=300, cwd=str(tmp_path))
+    try:
+        assert appdir.exists()
+        out = s_client(sport, "-servername", "rel.test")
+        assert "subject=CN = rel.test" in out
+    finally:
+        cz("--stop", "application", "--port", str(port), env=cz_env, check=False)
