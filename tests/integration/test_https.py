@@ -188,6 +188,8 @@ def test_tls12_and_tls13_handshake_modern_ciphers(site):
     assert "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in out12
     out13 = s_client(site["sport"], "-tls1_3")
     assert "New, TLSv1.3, Cipher is TLS_AES_" in out13 or "New, TLSv1.3, Cipher is TLS_CHACHA20" in out13
+    # Resumption (session tickets) on reconnect.
+    assert "Reused, TLSv1.2" in s_client(site["sport"], "-tls1_2", "-reconnect")
     for flags in (["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3"]):
         status, _, body = https_get(site, "/static/hello.txt", extra=flags)
         assert status == 200 and body == b"hello over tls\n"
