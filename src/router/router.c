@@ -104,7 +104,7 @@ void conn_close(rconn *c)
      * a copy of this socket until its exec, and epoll would keep reporting
      * it after close(). */
     epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    if (c->tls) { tls_conn_free(c->tls, 1); c->tls = NULL; }   /* close_notify, best effort */
+    if (c->tls) { tls_conn_free(c->tls, !c->eof); c->tls = NULL; }   /* close_notify unless the peer left */
     close(c->fd);
     reset_request(c);
     buf_free(&c->in);

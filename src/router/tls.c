@@ -279,8 +279,9 @@ static int map_error(tls_conn *c, int r)
     case SSL_ERROR_ZERO_RETURN: return TLS_EOF;
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
+        if (errno == EINTR) return TLS_WANT_READ;
         c->fatal = 1;
-        return errno == EINTR ? TLS_WANT_READ : TLS_ERR;
+        return TLS_ERR;
     default:
         ERR_clear_error();
         c->fatal = 1;
