@@ -18,6 +18,10 @@ LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lp
 LDLIBS  += -lpq      # PostgreSQL kv engine (src/kv/postgres.c)
 PG_CFLAGS := -I$(shell pg_config --includedir)
 CFLAGS  += $(PG_CFLAGS)
+LDLIBS += -lmemcached   # memcache on memcached servers (src/api/memcache_memcached.c)
+LDLIBS  += $(shell pkg-config --libs vips) -lexif   # images service: libvips, libexif for metadata
+VIPS_CFLAGS := $(shell pkg-config --cflags vips)   # images service: libvips headers
+CFLAGS  += $(VIPS_CFLAGS)
 
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
 PY_LIBS   := $(shell pkg-config --libs python3-embed)
@@ -80,6 +84,7 @@ unit: $(UNIT_BIN)
 
 # Fuzz targets: clang with libFuzzer, ASan and UBSan, over the library sources.
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS += $(VIPS_CFLAGS)
 build/fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p build/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)

@@ -23,6 +23,11 @@ typedef struct {
     int ncert, nkey;
     const char *domain; /* --domain NAME, or NULL */
     int selfsigned;     /* set by serve_app: 1 = self-signed reused, 2 = generated now */
+    /* mail relay (--smtp-*): no host = messages go to the outbox */
+    const char *smtp_host, *smtp_user, *smtp_password_file;
+    int smtp_port, smtp_starttls;
+    const char *memcache_servers;  /* "host:port,..." puts memcache on memcached (--memcache-servers) */
+    const char *blob_dir; /* the Blobstore's directory (--blob-dir), NULL = home/blobs */
 } serve_opts;
 
 /* Returns the process exit status for the CLI. */

@@ -78,6 +78,9 @@ kv_engine *ds_kv(datastore *ds);
  * request must belong to it. Return 0, or -1 with e filled. */
 int ds_get(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_put(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+/* ds_put for Cyclozzo's own services: may write reserved __*__ kinds (the
+ * Blobstore's __BlobInfo__ and __BlobUploadSession__); never for app calls. */
+int ds_put_reserved(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_delete(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_allocate_ids(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_begin_transaction(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);

@@ -11,7 +11,8 @@
  * listener, served from the same loop (tls.c, tlsconn.c); app.yaml secure:
  * redirects and custom-domain host checks are in tlsconn.c/hostroute.c.
  *
- * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413);
+ * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413;
+ * Blobstore uploads stream to the blob store instead, see upload.c);
  * a head must arrive within 20 s, idle keep-alive connections close after
  * 60 s, a stalled body read after 30 s. Malformed requests get 400 and the
  * connection is closed. */
@@ -65,6 +66,12 @@ typedef struct {
     const char *domain;
     const char *version;
     const char *service;
+    /* The Blobstore (api/blobstore.h): uploads to /_ah/upload/SESSION and
+     * responses carrying X-AppEngine-BlobKey. NULL: neither is handled. */
+    struct blob_service *blob;
+    /* The images service's serving URLs (images/serving.h): /_ah/img/.
+     * NULL: not handled. */
+    struct img_server *images;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

@@ -83,6 +83,9 @@ typedef struct rconn {
     /* TLS (tlsconn.c): NULL on the plain listener */
     tls_conn *tls;
     int tls_ready;                 /* handshake complete */
+    /* blobstore (upload.c) */
+    struct upload *upload;         /* a POST to /_ah/upload/SESSION being streamed */
+    char *range;                   /* the client's Range header (malloc'ed), for send_blob */
 } rconn;
 
 struct upconn {
@@ -103,6 +106,8 @@ struct upconn {
     int64_t left;
     http_chunked ck;
     int rechunk;                   /* re-encode body as chunked for the client */
+    int blob_discard;              /* send_blob: the router serves the blob; drop the app's body */
+    buf sink;                      /* where the dropped body goes (reset every call) */
     int64_t idle_since_us;
 };
 
@@ -154,10 +159,27 @@ ssize_t tlsconn_recv(rconn *c, void *p, size_t n);         /* like recv() */
 int     tlsconn_fill_from_file(rconn *c);                  /* static file -> c->out; 0 or -1 */
 int     tlsconn_secure_redirect(rconn *c, const http_request *req, const app_handler *h); /* 1 = sent */
 void    tlsconn_host_refused(rconn *c, const http_request *req);
+/* router.c: the head the instance sees (target NULL = the client's). */
+int  build_upstream_head(rconn *c, const http_request *req, const app_handler *h, const char *target, size_t target_len);
+
+/* upload.c: Blobstore uploads (POST /_ah/upload/SESSION) and send_blob. */
+int  upload_is_path(const http_request *req);            /* needs r->c.blob too */
+void upload_begin(rconn *c, const http_request *req);    /* from on_head: state CS_BODY or an error queued */
+int  upload_read_body(rconn *c);                         /* as read_body */
+void upload_complete(rconn *c);                          /* the body is in: call the app's success path */
+void upload_free(rconn *c);                              /* from reset_request */
+void upload_note_range(rconn *c, const http_request *req);
+/* relay_head: the app's response carries X-AppEngine-BlobKey. 1 = the
+ * router's own head (and blob file) are queued on c; 0 = not a blob. */
+int  sendblob_head(rconn *c, const http_response *resp);
 
 /* static.c: build the response for a static handler into c->out (+ file). */
 void static_serve(rconn *c, const app_match *m, const http_request *req);
 void static_cache_free(rthread *t);
+
+/* img.c: answer /_ah/img/ (serving URLs) when the router has images;
+ * returns 1 when it did (the response is in c->out). */
+int  img_route(rconn *c, const http_request *req, const char *dpath, size_t dl);
 
 /* proxy.c */
 void proxy_dispatch(rconn *c);           /* c->upreq ready: find an instance and send */
