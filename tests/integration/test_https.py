@@ -394,6 +394,21 @@ def test_truncated_handshake_silent_client_and_garbage_leave_it_serving(site):
     still_serving(site)
 
 
+def test_stalled_handshake_is_closed_after_20_seconds(site):
+    hello = client_hello()
+    s = socket.create_connection(("127.0.0.1", site["sport"]), timeout=40)
+    s.sendall(hello[:20])
+    t0 = time.time()
+    try:
+        got = s.recv(4096)
+    except ConnectionResetError:
+        got = b""
+    waited = time.time() - t0
+    s.close()
+    assert got == b"" and 18 <= waited <= 30, (got, waited)
+    still_serving(site)
+
+
 def test_500_concurrent_tls_connections_held(site):
     ctx = tls_context()
     n = 500
