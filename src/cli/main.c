@@ -2,6 +2,7 @@
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
  *            [--no-sandbox] [--blob-dir DIR] [--memcache-servers HOST:PORT[,HOST:PORT...]]
+ *            [--https-port PORT [--cert FILE --key FILE]...] [--domain NAME]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
@@ -41,6 +42,8 @@ static void usage(FILE *f)
         "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
         "                                --smtp-password-file F] [--smtp-starttls]]\n"
         "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
+        "                               [--https-port PORT [--cert FILE --key FILE]...]\n"
+        "                               [--domain NAME]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
@@ -57,6 +60,11 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --https-port PORT    also serve HTTPS on PORT (TLS 1.2+); see docs/https.md\n"
+        "  --cert FILE --key FILE  PEM certificate and key for HTTPS; repeat the pair for\n"
+        "                       more domains (chosen by SNI; the first is the default).\n"
+        "                       Without them a self-signed one is made under $CYCLOZZO_HOME/tls\n"
+        "  --domain NAME        answer on NAME, APP.NAME and VERSION-dot-APP.NAME\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
         "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
@@ -96,6 +104,8 @@ typedef struct {
     int list_users, admin, password_stdin;
     const char *logs, *verify_token;
     int follow, count;
+    int https_port, ncert, nkey;
+    const char *cert[16], *key[16], *domain;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
     int smtp_port, smtp_starttls;
 } cli_opts;
@@ -229,6 +239,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--https-port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.https_port)) return 2; i++; }
+        else if (!strcmp(a, "--cert") || !strcmp(a, "--key")) {
+            if (!need_value(i, argc, argv)) return 2;
+            int *n = a[2] == 'c' ? &o.ncert : &o.nkey;
+            if (*n >= 16) { fprintf(stderr, "cyclozzo: at most 16 %s options\n", a); return 2; }
+            (a[2] == 'c' ? o.cert : o.key)[(*n)++] = argv[++i];
+        }
+        else if (!strcmp(a, "--domain")) { if (!need_value(i, argc, argv)) return 2; o.domain = argv[++i]; }
         else if (!strcmp(a, "--smtp-starttls")) o.smtp_starttls = 1;
         else if (!strcmp(a, "--smtp-host")) { if (!need_value(i, argc, argv)) return 2; o.smtp_host = argv[++i]; }
         else if (!strcmp(a, "--smtp-user")) { if (!need_value(i, argc, argv)) return 2; o.smtp_user = argv[++i]; }
@@ -307,6 +325,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        if (o.ncert != o.nkey) {
+            fprintf(stderr, "cyclozzo: every --cert FILE needs its --key FILE (got %d --cert, %d --key)\n", o.ncert, o.nkey);
+            return 2;
+        }
+        if (o.ncert && !o.https_port) {
+            fprintf(stderr, "cyclozzo: --cert/--key go with --https-port PORT\n");
+            return 2;
+        }
         char blob_abs[PATH_MAX];
         if (o.blob_dir && o.blob_dir[0] != '/') {
             /* The daemon runs in "/": make a relative --blob-dir absolute now. */
@@ -331,6 +357,11 @@ int main(int argc, char **argv)
             }
             so.smtp_password_file = pwpath;
         }
+        so.https_port = o.https_port;
+        so.ncert = o.ncert;
+        so.nkey = o.nkey;
+        so.domain = o.domain;
+        for (int k = 0; k < o.ncert; k++) { so.cert[k] = o.cert[k]; so.key[k] = o.key[k]; }
         return serve_app(&so);
     }
     usage(stderr);

@@ -54,7 +54,7 @@ void reqlog_emit(rconn *c)
     const char *info = c->rlinfo.data;
     int64_t end = wall_us();
     logrec rec = {
-        .app_id = r->c.app_id, .module = r->c.module, .version = r->c.version,
+        .app_id = r->c.app_id, .module = r->c.service ? r->c.service : "default", .version = r->c.version,
         .request_id = c->log_id, .ip = c->peer, .method = c->method, .resource = c->path,
         .http_version = c->rl_minor ? "HTTP/1.1" : "HTTP/1.0",
         .user_agent = info + c->rl_ua, .referrer = info + c->rl_ref, .host = info + c->rl_host,

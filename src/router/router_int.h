@@ -10,10 +10,12 @@
 #include <sys/types.h>
 #include "core/buf.h"
 #include "http/http.h"
+#include "router/hostroute.h"
 #include "router/router.h"
+#include "router/tls.h"
 #include "users/login.h"
 
-enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE };
+enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE, EV_LISTEN_TLS };
 
 enum {
     CS_HEAD = 0,     /* reading a request head */
@@ -78,6 +80,9 @@ typedef struct rconn {
     upconn *up;
     int retried;
 
+    /* TLS (tlsconn.c): NULL on the plain listener */
+    tls_conn *tls;
+    int tls_ready;                 /* handshake complete */
     /* blobstore (upload.c) */
     struct upload *upload;         /* a POST to /_ah/upload/SESSION being streamed */
     char *range;                   /* the client's Range header (malloc'ed), for send_blob */
@@ -117,6 +122,7 @@ struct rthread {
     int idx;
     int epfd;
     int listen_fd;
+    int tls_listen_fd;             /* -1 without HTTPS */
     int wake_fd;
     pthread_t th;
     rconn *conns;                  /* list head */
@@ -141,6 +147,7 @@ struct router {
     int nthreads;
     rthread *threads;
     int appdir_fd;                 /* O_PATH descriptor of the app directory */
+    hostroute hosts;               /* custom domain rules */
     _Atomic int queued;            /* requests waiting for an instance, all threads */
     volatile int stopping;
 };
@@ -151,6 +158,13 @@ void conn_close(rconn *c);
 int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
 void thread_date(rthread *t);
 
+/* tlsconn.c: TLS on client connections, secure redirects. */
+int     tlsconn_handshake(rconn *c);                       /* 1 done, 0 wait, -1 failed */
+ssize_t tlsconn_send(rconn *c, const void *p, size_t n);   /* like send(); EAGAIN sets readiness */
+ssize_t tlsconn_recv(rconn *c, void *p, size_t n);         /* like recv() */
+int     tlsconn_fill_from_file(rconn *c);                  /* static file -> c->out; 0 or -1 */
+int     tlsconn_secure_redirect(rconn *c, const http_request *req, const app_handler *h); /* 1 = sent */
+void    tlsconn_host_refused(rconn *c, const http_request *req);
 /* router.c: the head the instance sees (target NULL = the client's). */
 int  build_upstream_head(rconn *c, const http_request *req, const app_handler *h, const char *target, size_t target_len);
 
