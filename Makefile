@@ -83,12 +83,19 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcyclozzo.a
 unit: $(UNIT_BIN)
 	@sh tests/unit/run.sh $(UNIT_BIN)
 
-# Fuzz targets: clang with libFuzzer, ASan and UBSan, over the library sources.
-FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) -fsanitize=fuzzer,address,undefined
-FUZZ_CFLAGS += $(VIPS_CFLAGS)
-build/fuzz/%: fuzz/%.c $(LIB_SRC)
+# Fuzz targets: clang with libFuzzer, ASan and UBSan. The library is built
+# once with coverage instrumentation (fuzzer-no-link) into its own archive;
+# each target links against it.
+FUZZ_FLAGS  := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) $(VIPS_CFLAGS) -MMD -MP
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+build/fuzz/libcyclozzo.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/%: fuzz/%.c build/fuzz/libcyclozzo.a
 	@mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libcyclozzo.a $(LDLIBS)
 
 fuzz: $(FUZZ_BIN)
 
