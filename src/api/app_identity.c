@@ -75,53 +75,6 @@ void appid_service_account(const char *app_id, char *out, size_t outlen)
     snprintf(out, outlen, "%s@appspot.gserviceaccount.com", project_of(app_id));
 }
 
-/* ---- base64url ---- */
-
-static void b64url(buf *out, const uint8_t *p, size_t n)
-{
-    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        char c[4] = {al[v >> 18], al[v >> 12 & 63], al[v >> 6 & 63], al[v & 63]};
-        buf_append(out, c, 4);
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        char c[2] = {al[v >> 18], al[v >> 12 & 63]};
-        buf_append(out, c, 2);
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        char c[3] = {al[v >> 18], al[v >> 12 & 63], al[v >> 6 & 63]};
-        buf_append(out, c, 3);
-    }
-}
-
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
-
-static int unb64url(buf *out, const char *s, size_t n)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    if (n % 4 == 1) return -1;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64val(s[i]);
-        if (v < 0) return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) { bits -= 8; buf_putc(out, (char)(acc >> bits & 255)); }
-    }
-    return 0;
-}
-
 /* ---- the key file ---- */
 
 static char *key_path(const char *home, const char *project)
@@ -388,12 +341,12 @@ static int mint_token(ai_service *s, const char *app_id, const char *scopes, siz
     buf payload = BUF_INIT, sig = BUF_INIT;
     buf_printf(&payload, "app=%s\nexp=%lld\nscope=%.*s\n", k->project, (long long)*exp, (int)slen, scopes);
     buf_puts(tok, "cz1at.");
-    b64url(tok, (const uint8_t *)payload.data, payload.len);
+    buf_put_b64(tok, payload.data, payload.len, 1);
     int rc = rsa_sign(k->key, tok->data, tok->len, &sig);
     if (rc < 0) set_err(err, errlen, "OpenSSL could not sign the access token");
     else {
         buf_putc(tok, '.');
-        b64url(tok, (const uint8_t *)sig.data, sig.len);
+        buf_put_b64(tok, sig.data, sig.len, 1);
     }
     buf_free(&payload);
     buf_free(&sig);
@@ -484,8 +437,8 @@ int appid_verify_token(const char *home, const char *token, int64_t now,
     EVP_PKEY *key = NULL;
     X509 *cert = NULL;
     EVP_MD_CTX *md = NULL;
-    if (unb64url(&payload, token + 6, (size_t)(dot - token - 6)) < 0 ||
-        unb64url(&sig, dot + 1, strlen(dot + 1)) < 0) {
+    if (buf_get_b64url(&payload, token + 6, (size_t)(dot - token - 6)) < 0 ||
+        buf_get_b64url(&sig, dot + 1, strlen(dot + 1)) < 0) {
         set_err(err, errlen, "the token is malformed (bad base64url)");
         goto out;
     }

@@ -276,23 +276,10 @@ int mailmsg_check(const mail_message *m, int need_recipients, char *err, size_t 
 
 /* ---- encoding helpers ---- */
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void b64(buf *out, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n) v |= p[i + 2];
-        char q[4] = {B64[v >> 18 & 63], B64[v >> 12 & 63], i + 1 < n ? B64[v >> 6 & 63] : '=', i + 2 < n ? B64[v & 63] : '='};
-        buf_append(out, q, 4);
-    }
-}
-
 void mailmsg_base64_lines(buf *out, const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i += 57) {           /* 57 bytes = 76 characters */
-        b64(out, p + i, n - i < 57 ? n - i : 57);
+        buf_put_b64(out, p + i, n - i < 57 ? n - i : 57, 0);
         buf_puts(out, "\r\n");
     }
 }
@@ -330,7 +317,7 @@ static void put_hvalue(buf *out, const char *s, size_t n)
         size_t k = utf8_cut(c + off, n - off, 45);
         if (!first) buf_puts(out, "\r\n ");
         buf_puts(out, "=?UTF-8?B?");
-        b64(out, (const uint8_t *)c + off, k);
+        buf_put_b64(out, (const uint8_t *)c + off, k, 0);
         buf_puts(out, "?=");
         off += k;
         first = 0;

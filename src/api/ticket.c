@@ -32,62 +32,6 @@
 
 int64_t ticket_now_ms(void) { return wall_us() / 1000; }
 
-/* ---- base64url (RFC 4648 section 5, no padding) ---- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void b64url_encode(buf *out, const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        char q[4] = { b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63], b64[v & 63] };
-        buf_append(out, q, 4);
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        char q[2] = { b64[v >> 18], b64[(v >> 12) & 63] };
-        buf_append(out, q, 2);
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        char q[3] = { b64[v >> 18], b64[(v >> 12) & 63], b64[(v >> 6) & 63] };
-        buf_append(out, q, 3);
-    }
-}
-
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
-
-/* Strict decode: only the alphabet, no padding, canonical trailing bits.
- * out must hold n*3/4 bytes. Returns the length or -1. */
-static long b64url_decode(const char *s, size_t n, uint8_t *out)
-{
-    if (n % 4 == 1) return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64val(s[i]);
-        if (v < 0) return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) return -1;   /* leftover bits must be zero */
-    return (long)o;
-}
-
 /* ---- the key ---- */
 
 int ticket_key_load(const char *home, ticket_key *key, char *err, size_t errlen)
@@ -138,11 +82,11 @@ char *ticket_mint(const ticket_key *key, const ticket_claims *c, int64_t now_ms,
     pb_put_int(&payload, 9, now_ms + ttl_s * 1000);
 
     buf_puts(&out, PREFIX);
-    b64url_encode(&out, (const uint8_t *)payload.data, payload.len);
+    buf_put_b64(&out, payload.data, payload.len, 1);
     uint8_t tag[TAG_LEN];
     mac(key, out.data, out.len, tag);
     buf_putc(&out, '.');
-    b64url_encode(&out, tag, TAG_LEN);
+    buf_put_b64(&out, tag, TAG_LEN, 1);
     buf_free(&payload);
     if (out.len > TICKET_MAX_LEN) {
         buf_free(&out);
@@ -217,22 +161,28 @@ ticket_status ticket_verify(const ticket_key *key, const char *text, size_t len,
         set_err(err, errlen, "The API call's security ticket is malformed.");
         return TICKET_MALFORMED;
     }
-    uint8_t given[TAG_LEN + 2], want[TAG_LEN];
-    if (b64url_decode(dot + 1, TAG_B64_LEN, given) != TAG_LEN) {
+    uint8_t want[TAG_LEN];
+    buf given = BUF_INIT;
+    int bad = buf_get_b64url(&given, dot + 1, TAG_B64_LEN) < 0 || given.len != TAG_LEN;
+    if (bad) {
+        buf_free(&given);
         set_err(err, errlen, "The API call's security ticket is malformed.");
         return TICKET_MALFORMED;
     }
     mac(key, text, (size_t)(dot - text), want);
-    if (CRYPTO_memcmp(given, want, TAG_LEN) != 0) {
+    bad = CRYPTO_memcmp(given.data, want, TAG_LEN) != 0;
+    buf_free(&given);
+    if (bad) {
         set_err(err, errlen, "The API call's security ticket was not issued by this Cyclozzo installation.");
         return TICKET_FORGED;
     }
     const char *p64 = text + PREFIX_LEN;
-    size_t n64 = (size_t)(dot - p64);
-    uint8_t payload[TICKET_MAX_LEN];
-    long n = b64url_decode(p64, n64, payload);
+    buf payload = BUF_INIT;
     ticket_claims c;
-    if (n < 0 || decode_payload(payload, (size_t)n, &c) < 0) {
+    bad = buf_get_b64url(&payload, p64, (size_t)(dot - p64)) < 0 ||
+          decode_payload((const uint8_t *)payload.data, payload.len, &c) < 0;
+    buf_free(&payload);
+    if (bad) {
         set_err(err, errlen, "The API call's security ticket is malformed.");
         return TICKET_MALFORMED;
     }

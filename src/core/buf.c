@@ -53,6 +53,50 @@ void buf_put_hex(buf *b, uint64_t v)
     buf_append(b, tmp + sizeof tmp - n, (size_t)n);
 }
 
+void buf_put_b64(buf *b, const void *p, size_t n, int url)
+{
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char web[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *al = url ? web : std;
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i += 3) {
+        size_t k = n - i < 3 ? n - i : 3;
+        uint32_t v = (uint32_t)s[i] << 16 | (k > 1 ? (uint32_t)s[i + 1] << 8 : 0) | (k > 2 ? s[i + 2] : 0);
+        char q[4] = {al[v >> 18 & 63], al[v >> 12 & 63], k > 1 ? al[v >> 6 & 63] : '=', k > 2 ? al[v & 63] : '='};
+        buf_append(b, q, url ? k + 1 : 4);
+    }
+}
+
+static int b64url_val(char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+int buf_get_b64url(buf *b, const char *s, size_t n)
+{
+    if (n % 4 == 1) return -1;
+    uint32_t acc = 0;
+    int bits = 0;
+    buf_reserve(b, n / 4 * 3 + 3);
+    for (size_t i = 0; i < n; i++) {
+        int v = b64url_val(s[i]);
+        if (v < 0) return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf_putc(b, (char)(acc >> bits));
+            acc &= (1u << bits) - 1;
+        }
+    }
+    return acc ? -1 : 0;   /* leftover bits must be zero */
+}
+
 void buf_cat(buf *b, ...)
 {
     va_list ap;

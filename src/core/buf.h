@@ -29,6 +29,12 @@ void   buf_putc(buf *b, char c);
 /* Integers without printf (the hot paths format many per request). */
 void   buf_put_dec(buf *b, uint64_t v);
 void   buf_put_hex(buf *b, uint64_t v);
+/* Base64 of p[0, n): url=0 the standard alphabet with '=' padding, url=1
+ * base64url (RFC 4648 section 5) without padding. */
+void   buf_put_b64(buf *b, const void *p, size_t n, int url);
+/* Appends the bytes of base64url text s[0, n), strictly: the URL alphabet
+ * only, no padding, zero trailing bits. 0, or -1 (b may hold a part). */
+int    buf_get_b64url(buf *b, const char *s, size_t n);
 /* Several C strings in a row; the list ends with NULL. */
 void   buf_cat(buf *b, ...) __attribute__((sentinel));
 void   buf_consume(buf *b, size_t n);
