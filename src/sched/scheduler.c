@@ -277,15 +277,17 @@ static void run_queues(scheduler *s)
     for (size_t i = 0; i < s->nq && !atomic_load(&s->stopping); i++) {
         qstate *qs = &s->qs[i];
         if (qs->q.pull) continue;
+        /* The queue's numbers may change under UpdateQueue: read them under mu. */
+        pthread_mutex_lock(&s->mu);
         qs->tokens += qs->q.rate_per_s * dt;
         if (qs->tokens > qs->q.bucket_size) qs->tokens = qs->q.bucket_size;
-        if (qs->tokens < 1) continue;
-        if (tq_store_paused(s->store, s->app_id, qs->q.name)) continue;
-        pthread_mutex_lock(&s->mu);
         int avail = (int)qs->tokens;
         if (qs->q.max_concurrent > 0 && avail > qs->q.max_concurrent - qs->inflight) avail = qs->q.max_concurrent - qs->inflight;
         if (avail > MAX_INFLIGHT - s->inflight) avail = MAX_INFLIGHT - s->inflight;
+        tq_retry qretry = qs->q.retry;
         pthread_mutex_unlock(&s->mu);
+        if (avail <= 0) continue;
+        if (tq_store_paused(s->store, s->app_id, qs->q.name)) continue;
         if (avail <= 0) continue;
         tq_task *tasks;
         size_t n;
@@ -302,9 +304,9 @@ static void run_queues(scheduler *s)
             d->qs = qs;
             d->t = tasks[k];
             snprintf(d->queue, sizeof d->queue, "%s", qs->q.name);
-            d->retry = d->t.has_retry ? d->t.retry : qs->q.retry;
-            qs->tokens -= 1;
+            d->retry = d->t.has_retry ? d->t.retry : qretry;
             pthread_mutex_lock(&s->mu);
+            qs->tokens -= 1;
             qs->inflight++;
             s->inflight++;
             pthread_mutex_unlock(&s->mu);
@@ -351,6 +353,24 @@ void scheduler_wake(void *arg)
 {
     scheduler *s = arg;
     pthread_mutex_lock(&s->mu);
+    s->woken = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void scheduler_update_queue(void *arg, const tq_queue *q)
+{
+    scheduler *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->nq; i++) {
+        qstate *qs = &s->qs[i];
+        if (strcmp(qs->q.name, q->name) || qs->q.pull != q->pull) continue;
+        qs->q.rate_per_s = q->rate_per_s;
+        qs->q.bucket_size = q->bucket_size;
+        qs->q.max_concurrent = q->max_concurrent;
+        qs->q.retry = q->retry;
+        if (qs->tokens > qs->q.bucket_size) qs->tokens = qs->q.bucket_size;
+    }
     s->woken = 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);

@@ -320,6 +320,18 @@ int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task 
     return run_txn(s, 1, add_body, &a, err, errlen);
 }
 
+int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen)
+{
+    if (errlen) err[0] = 0;
+    if (!key_fits(app, queue, t->name, err, errlen)) return KV_ERROR;
+    add_arg a = {app, queue, t};
+    int r = add_body(txn, &a, err, errlen);
+    if (r == TQE_OK) return KV_OK;
+    if (r == TXN_INTERNAL - KV_CONFLICT) return KV_CONFLICT;
+    if (r != TXN_INTERNAL && !*err) set_err(err, errlen, "the task %s could not be added (error %d)", t->name, r);
+    return KV_ERROR;
+}
+
 /* ---- delete ---- */
 
 typedef struct { const char *app, *queue, *name; } del_arg;

@@ -66,6 +66,10 @@ void tq_store_free(tq_store *s);   /* does not close kv */
 
 /* Add t to app/queue. Returns a TQE_* code; err has one sentence when not OK. */
 int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
+/* The same, inside the caller's write transaction txn (a datastore commit:
+ * transactional adds). KV_OK, KV_CONFLICT (retry the whole transaction), or
+ * another KV_* result with err set (also for a name in use or tombstoned). */
+int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
 /* Delete a task (tombstoning its name). TQE_OK, TQE_UNKNOWN_TASK, TQE_TOMBSTONED_TASK or internal. */
 int tq_store_delete(tq_store *s, const char *app, const char *queue, const char *name, char *err, size_t errlen);
 /* Remove every task in the queue (no tombstones). */

@@ -172,6 +172,7 @@ def test_forged_headers_get_nothing(tq):
 
 def test_task_survives_kill9(tq):
     get(tq, "/add", tag="kill9", countdown="3")
+    assert json.loads(get(tq, "/txadd", tag="kill9-tx", mode="commit", countdown="3"))["attempts"] == 1
     out = cz("--status", env=tq["env"]).stdout
     line = [l for l in out.splitlines() if f" {tq['port']} " in l][0]
     pid = int(line.split()[2])
@@ -180,6 +181,7 @@ def test_task_survives_kill9(tq):
     tq["start"]()
     rows = wait_seen(tq, "kill9", 1, timeout=30)
     assert rows[0]["headers"]["X-Appengine-Queuename"] == "default"
+    assert [r["body"] for r in wait_seen(tq, "kill9-tx", 1, timeout=30)] == ["attempt-1"]
 
 
 def test_cron_fires_every_minute(tq):
@@ -189,3 +191,73 @@ def test_cron_fires_every_minute(tq):
     h = rows[0]["headers"]
     assert h["X-Appengine-Cron"] == "true"
     assert "X-Appengine-Queuename" not in h
+
+
+def spread(rows):
+    at = sorted(r["at"] for r in rows)
+    return at[-1] - at[0]
+
+
+def test_rate_and_bucket_govern_delivery(tq):
+    # 5/s with a bucket of 1: the first task at once, then one every 0.2 s
+    get(tq, "/bulk", tag="rate5", queue="slow", n="20")
+    rows = wait_seen(tq, "rate5", 20, timeout=30)
+    assert spread(rows) >= 3.5, spread(rows)
+    gaps = [b - a for a, b in zip(sorted(r["at"] for r in rows), sorted(r["at"] for r in rows)[1:])]
+    assert min(gaps) > 0.05, gaps          # never a burst
+    assert all(r["headers"]["queue"] == "slow" for r in rows)
+
+
+def test_max_concurrent_requests(tq):
+    # each delivery takes 0.3 s; the app counts deliveries in flight (memcache)
+    get(tq, "/bulk", tag="one-at-a-time", queue="single", n="8", sleep="0.3")
+    get(tq, "/bulk", tag="four-at-a-time", queue="wide", n="8", sleep="0.3")
+    one = wait_seen(tq, "one-at-a-time", 8, timeout=30)
+    four = wait_seen(tq, "four-at-a-time", 8, timeout=30)
+    assert max(r["headers"]["conc"] for r in one) == 1
+    assert spread(one) >= 7 * 0.3 - 0.05
+    conc = max(r["headers"]["conc"] for r in four)
+    assert 1 < conc <= 4, conc             # the control: the app does run tasks side by side
+
+
+def test_update_queue_changes_the_rate(tq):
+    assert get(tq, "/update", queue="tuned", rate="2", bucket="1") == "ok"
+    get(tq, "/bulk", tag="tuned", queue="tuned", n="6")
+    rows = wait_seen(tq, "tuned", 6, timeout=30)
+    assert spread(rows) >= 2.3, spread(rows)
+    assert get(tq, "/update", queue="nosuch", rate="2", bucket="1") == "error:1"        # UNKNOWN_QUEUE
+    assert get(tq, "/update", queue="tuned", rate="600", bucket="1") == "error:8"       # INVALID_QUEUE_RATE
+    assert get(tq, "/update", queue="tuned", rate="100", bucket="20") == "ok"
+
+
+def test_transactional_add_commit(tq):
+    assert json.loads(get(tq, "/txadd", tag="tx-commit", mode="commit")) == {"attempts": 1, "n": 1}
+    rows = wait_seen(tq, "tx-commit", 1)
+    assert rows[0]["body"] == "attempt-1"
+    assert rows[0]["headers"]["X-Appengine-Queuename"] == "default"
+    time.sleep(1)
+    assert len(seen(tq, "tx-commit")) == 1
+
+
+def test_transactional_add_rollback(tq):
+    before = int(get(tq, "/stats", queue="default"))
+    assert json.loads(get(tq, "/txadd", tag="tx-rollback", mode="rollback")) == {"attempts": 1, "n": None}
+    assert int(get(tq, "/stats", queue="default")) <= before
+    time.sleep(2)
+    assert seen(tq, "tx-rollback") == []
+
+
+def test_transactional_add_conflict_retried(tq):
+    # the first attempt's commit conflicts; ndb runs the function again and
+    # only the committed (second) attempt's task may run
+    assert json.loads(get(tq, "/txadd", tag="tx-conflict", mode="conflict")) == {"attempts": 2, "n": 101}
+    rows = wait_seen(tq, "tx-conflict", 1)
+    time.sleep(1.5)
+    rows = seen(tq, "tx-conflict")
+    assert [r["body"] for r in rows] == ["attempt-2"]
+
+
+def test_transactional_deferred(tq):
+    assert json.loads(get(tq, "/txadd", tag="tx-deferred", mode="deferred")) == {"attempts": 1, "n": 1}
+    rows = wait_seen(tq, "tx-deferred", 1)
+    assert rows[0]["headers"] == {"value": 7}
