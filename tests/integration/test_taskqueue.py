@@ -261,3 +261,39 @@ def test_transactional_deferred(tq):
     assert json.loads(get(tq, "/txadd", tag="tx-deferred", mode="deferred")) == {"attempts": 1, "n": 1}
     rows = wait_seen(tq, "tx-deferred", 1)
     assert rows[0]["headers"] == {"value": 7}
+
+
+def settled(tq, tag, quiet=2.0, timeout=30):
+    """The deliveries of tag once none came for `quiet` seconds."""
+    end = time.time() + timeout
+    last = None
+    while time.time() < end:
+        rows = seen(tq, tag)
+        if last is not None and len(rows) == len(last) and rows and time.time() - rows[-1]["at"] >= quiet:
+            return rows
+        last = rows
+        time.sleep(0.5)
+    raise AssertionError(f"{tag}: deliveries did not stop: {len(last or [])}")
+
+
+def test_retry_limits(tq):
+    get(tq, "/add", tag="failall-count", queue="limited")
+    rows = settled(tq, "failall-count")
+    assert [r["headers"]["X-Appengine-Taskretrycount"] for r in rows] == ["0", "1", "2"]
+    assert all(b["at"] - a["at"] >= 0.15 for a, b in zip(rows, rows[1:]))
+    # the task's own retry options win over the queue's
+    get(tq, "/add", tag="failall-once", queue="limited", retry_limit="0")
+    assert len(settled(tq, "failall-once")) == 1
+    # age limit only: retried every 0.3 s until a failure comes after the first second
+    get(tq, "/add", tag="failall-aged", queue="aged")
+    rows = settled(tq, "failall-aged")
+    assert 3 <= len(rows) <= 6, len(rows)
+    assert rows[-1]["at"] - rows[0]["at"] >= 0.9
+    assert get(tq, "/stats", queue="aged") == "0"
+
+
+def test_push_task_reaches_admin_handler(tq):
+    # tasks come from the platform, so login: admin handlers take them
+    get(tq, "/add", tag="ignored", url="/admin/x-task")
+    rows = wait_seen(tq, "x-task", 1)
+    assert rows[0]["headers"]["X-Appengine-Queuename"] == "default"

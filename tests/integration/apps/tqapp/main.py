@@ -81,6 +81,10 @@ def app(environ, start_response):
     if path == "/add":
         kw = {"url": "/work/" + q["tag"], "queue_name": q.get("queue", "default"),
               "headers": {"X-Custom": "c1"}, "payload": q.get("payload", "hello")}
+        if "url" in q:
+            kw["url"] = q["url"]
+        if "retry_limit" in q:
+            kw["retry_options"] = taskqueue.TaskRetryOptions(task_retry_limit=int(q["retry_limit"]))
         if "name" in q:
             kw["name"] = q["name"]
         if "countdown" in q:
@@ -100,6 +104,8 @@ def app(environ, start_response):
         record(tag, path, h, body)
         if tag.startswith("fail2") and int(h.get("X-Appengine-Taskretrycount", "0")) < 2:
             status, out = "500 Internal Server Error", "failing on purpose"
+        if tag.startswith("failall"):
+            status, out = "503 Service Unavailable", "always failing"
     elif path.startswith("/conc/"):
         tag = path[6:]
         inflight = memcache.incr("conc-" + tag, initial_value=0)
@@ -127,8 +133,8 @@ def app(environ, start_response):
             out = "error:%s" % getattr(e, "application_error", type(e).__name__)
     elif path == "/txadd":
         out = json.dumps(txadd(q["tag"], q["mode"], float(q.get("countdown", 0))))
-    elif path == "/admin/cron" or path == "/admin/x":
-        record("cron" if path == "/admin/cron" else "adminx", path, task_headers(environ))
+    elif path == "/admin/cron" or path.startswith("/admin/x"):
+        record("cron" if path == "/admin/cron" else path[7:], path, task_headers(environ))
     elif path == "/seen":
         rows = Seen.query(ancestor=ndb.Key("Tag", q["tag"])).order(Seen.at).fetch()
         out = json.dumps([{"path": r.path, "headers": r.headers, "body": r.body, "at": r.at} for r in rows])
