@@ -365,6 +365,27 @@ int tq_store_delete(tq_store *s, const char *app, const char *queue, const char 
     return run_txn(s, 1, del_body, &a, err, errlen);
 }
 
+typedef struct { const char *app, *queue; const char *const *names; size_t n; } delmany_arg;
+
+static int delmany_body(kv_txn *txn, void *p, char *err, size_t errlen)
+{
+    delmany_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!key_fits(a->app, a->queue, a->names[i], err, errlen)) continue;
+        del_arg d = {a->app, a->queue, a->names[i]};
+        int rc = del_body(txn, &d, err, errlen);
+        if (rc != TQE_OK && rc != TQE_UNKNOWN_TASK && rc != TQE_TOMBSTONED_TASK) return rc;
+    }
+    return TQE_OK;
+}
+
+int tq_store_delete_many(tq_store *s, const char *app, const char *queue, const char *const *names, size_t n,
+                         char *err, size_t errlen)
+{
+    delmany_arg a = {app, queue, names, n};
+    return run_txn(s, 1, delmany_body, &a, err, errlen);
+}
+
 /* ---- scans ---- */
 
 /* Calls fn for every row under prefix+sub, in key order, until fn returns nonzero. */

@@ -72,6 +72,10 @@ int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task 
 int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
 /* Delete a task (tombstoning its name). TQE_OK, TQE_UNKNOWN_TASK, TQE_TOMBSTONED_TASK or internal. */
 int tq_store_delete(tq_store *s, const char *app, const char *queue, const char *name, char *err, size_t errlen);
+/* Delete (and tombstone) several tasks of one queue in one transaction;
+ * names already gone are skipped. TQE_OK or an error for the whole batch. */
+int tq_store_delete_many(tq_store *s, const char *app, const char *queue, const char *const *names, size_t n,
+                         char *err, size_t errlen);
 /* Remove every task in the queue (no tombstones). */
 int tq_store_purge(tq_store *s, const char *app, const char *queue, char *err, size_t errlen);
 int tq_store_set_paused(tq_store *s, const char *app, const char *queue, int paused, char *err, size_t errlen);
