@@ -299,6 +299,8 @@ static int add_body(kv_txn *txn, void *p, char *err, size_t errlen)
     key_tomb(&k, a->app, a->queue, a->t->name);
     rc = kv_get(txn, buf_rp(&k), buf_unread(&k), &v, &vn, err, errlen);
     buf_free(&k);
+    /* Names are remembered for TQ_TOMBSTONE_DAYS, as App Engine does; an older tombstone is overwritten. */
+    if (rc == KV_OK && vn == 8 && wall_us() - (int64_t)get_be64(v) > TQ_TOMBSTONE_DAYS * 86400LL * 1000000) rc = KV_NOTFOUND;
     if (rc == KV_OK) { set_err(err, errlen, "the task name %s was used by a task that was already deleted or run", a->t->name); return TQE_TOMBSTONED_TASK; }
     if (rc != KV_NOTFOUND) return rc == KV_CONFLICT ? TXN_INTERNAL - KV_CONFLICT : TXN_INTERNAL;
     return write_task(txn, a->app, a->queue, a->t, err, errlen);

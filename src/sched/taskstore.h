@@ -33,6 +33,9 @@ enum {
     TQE_TASK_LEASE_EXPIRED = 25, TQE_QUEUE_PAUSED = 26, TQE_INVALID_TAG = 27,
 };
 
+/* A deleted or completed task's name cannot be reused for this many days. */
+#define TQ_TOMBSTONE_DAYS 7
+
 /* Method numbers as in TaskQueueAddRequest.RequestMethod. */
 enum { TQ_GET = 1, TQ_POST = 2, TQ_HEAD = 3, TQ_PUT = 4, TQ_DELETE = 5 };
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "kv/kv.h"
 #include "sched/cron.h"
 #include "sched/queueyaml.h"
@@ -285,6 +286,26 @@ TEST(task_store)
     CHECK_INT(n, 0);
     CHECK_INT(tq_store_stats(s, "dev~x", "q", &n, &oldest, err, sizeof err), TQE_OK);
     CHECK_INT(n, 2);
+
+    /* delete_many: one transaction, names already gone skipped, names tombstoned */
+    tq_task m1 = mk("m1", 100), m2 = mk("m2", 100);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m1, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m2, err, sizeof err), TQE_OK);
+    const char *names[] = {"m1", "nosuch", "m2"};
+    CHECK_INT(tq_store_delete_many(s, "dev~x", "m", names, 3, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_stats(s, "dev~x", "m", &n, &oldest, err, sizeof err), TQE_OK);
+    CHECK_INT(n, 0);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m1, err, sizeof err), TQE_TOMBSTONED_TASK);
+    /* a tombstone older than TQ_TOMBSTONE_DAYS no longer blocks its name */
+    kv_txn *kt;
+    CHECK_INT(kv_begin(kv, 1, &kt, err, sizeof err), KV_OK);
+    uint8_t when[8];
+    uint64_t old = (uint64_t)(wall_us() - (TQ_TOMBSTONE_DAYS + 1) * 86400LL * 1000000);
+    for (int i = 0; i < 8; i++) when[i] = (uint8_t)(old >> (56 - 8 * i));
+    CHECK_INT(kv_put(kt, "Q/dev~x/m/x/m2", 14, when, 8, err, sizeof err), KV_OK);
+    CHECK_INT(kv_commit(kt, err, sizeof err), KV_OK);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m2, err, sizeof err), TQE_OK);
+    tq_task_free(&m1); tq_task_free(&m2);
 
     tq_task_free(&a); tq_task_free(&b); tq_task_free(&c);
     tq_task_free(&p1); tq_task_free(&p2); tq_task_free(&p3);
