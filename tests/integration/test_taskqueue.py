@@ -297,3 +297,18 @@ def test_push_task_reaches_admin_handler(tq):
     get(tq, "/add", tag="ignored", url="/admin/x-task")
     rows = wait_seen(tq, "x-task", 1)
     assert rows[0]["headers"]["X-Appengine-Queuename"] == "default"
+
+
+def test_query_tasks_and_stats(tq):
+    t0 = time.time()
+    a = get(tq, "/add", tag="q1", queue="parked", countdown="600", payload="first")
+    b = get(tq, "/add", tag="q2", queue="parked", countdown="900", payload="second")
+    out = json.loads(get(tq, "/query", queue="parked"))
+    assert [t["name"] for t in out["tasks"]] == [a, b]              # ETA order
+    t = out["tasks"][0]
+    assert t["url"] == "/work/q1" and t["body"] == "first" and t["method"] == 2    # POST
+    assert t["headers"]["X-Custom"] == "c1"
+    assert abs(t["eta"] / 1e6 - (t0 + 600)) < 30
+    assert out["stats"][0] == 2 and out["stats"][1] == t["eta"]
+    get(tq, "/purge", queue="parked")
+    assert json.loads(get(tq, "/query", queue="parked"))["tasks"] == []

@@ -131,6 +131,18 @@ def app(environ, start_response):
             apiproxy_stub_map.MakeSyncCall("taskqueue", "UpdateQueue", req, tq_pb.TaskQueueUpdateQueueResponse())
         except Exception as e:
             out = "error:%s" % getattr(e, "application_error", type(e).__name__)
+    elif path == "/query":
+        import os
+        req = tq_pb.TaskQueueQueryTasksRequest(app_id=os.environ.get("GAE_APPLICATION", "").encode(),
+                                               queue_name=q["queue"].encode(), max_rows=10)
+        resp = tq_pb.TaskQueueQueryTasksResponse()
+        apiproxy_stub_map.MakeSyncCall("taskqueue", "QueryTasks", req, resp)
+        st = taskqueue.Queue(q["queue"]).fetch_statistics()
+        out = json.dumps({"tasks": [{"name": t.task_name.decode(), "eta": t.eta_usec, "url": t.url.decode(),
+                                     "method": t.method, "body": t.body.decode(),
+                                     "headers": {h.key.decode(): h.value.decode() for h in t.header}}
+                                    for t in resp.task],
+                          "stats": [st.tasks, st.oldest_eta_usec]})
     elif path == "/txadd":
         out = json.dumps(txadd(q["tag"], q["mode"], float(q.get("countdown", 0))))
     elif path == "/admin/cron" or path.startswith("/admin/x"):
