@@ -304,6 +304,17 @@ static int parse_tzif(const uint8_t *data, size_t n, tz_zone *z)
     return 0;
 }
 
+tz_zone *tz_parse(const void *data, size_t n, const char *name, char *err, size_t errlen)
+{
+    tz_zone *z = xcalloc(1, sizeof *z);
+    if (parse_tzif(data, n, z) < 0) {
+        set_err(err, errlen, "the time zone data for \"%s\" is not a valid TZif file", name);
+        tz_free(z);
+        return NULL;
+    }
+    return z;
+}
+
 static int utc_name(const char *name) { return !name || !*name || !strcmp(name, "UTC"); }
 
 tz_zone *tz_load(const char *name, char *err, size_t errlen)

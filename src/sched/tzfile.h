@@ -17,6 +17,8 @@ typedef struct tz_zone tz_zone;
 /* The zone named name ("America/New_York"); NULL, "" and "UTC" give UTC.
  * NULL + one sentence naming the zone in err when it cannot be loaded. */
 tz_zone *tz_load(const char *name, char *err, size_t errlen);
+/* The zone described by the TZif bytes data[0,n) (name is used in messages). */
+tz_zone *tz_parse(const void *data, size_t n, const char *name, char *err, size_t errlen);
 void tz_free(tz_zone *z);
 
 /* Offset from UTC in seconds (east positive) at Unix time t; *isdst if asked. */
