@@ -63,6 +63,7 @@ typedef struct {
     int transactional;         /* field 10: a datastore_v3 Transaction */
     uint64_t txn_handle;
     int cloud_txn;             /* field 21: a Cloud Datastore transaction */
+    int defer_store;           /* do_add validates only; the caller stores */
 } add_req;
 
 static void add_req_free(add_req *a)
@@ -258,6 +259,7 @@ static int do_add(tq_service *s, api_ctx *ctx, add_req *a, char **chosen, char *
         if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
         return rc;
     }
+    if (a->defer_store) return TQE_OK;     /* BulkAdd stores the batch in one transaction */
     int rc = tq_store_add(s->store, ctx->app_id, qname, &a->t, err, errlen);
     if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
     else log_debug("taskqueue", "app=%s queue=%s task=%s msg=\"added\"", log_q(ctx->app_id), qname, a->t.name);
@@ -285,6 +287,9 @@ static void Add(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
     wake(s);
 }
 
+/* BulkAdd: every task is validated on its own; the valid non-transactional
+ * ones are then stored in one kv transaction (one synced commit for up to
+ * 100 tasks), each still getting its own result code. */
 static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
 {
     tq_service *s = ctx->service_data;
@@ -293,28 +298,51 @@ static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply
     uint32_t f;
     int wt;
     size_t count = 0;
-    buf out = BUF_INIT;
+    add_req a[100];
+    int rcs[100];
+    char *chosen[100];
+    int ok = 1;
     while (pb_next(&r, &f, &wt) == 1) {
         if (f != 1) { pb_skip(&r, wt, f); continue; }
         pb_reader sub;
         if (pb_sub(&r, wt, &sub) < 0) break;
-        if (++count > 100) { buf_free(&out); api_app_error(reply, TQE_TOO_MANY_TASKS, "at most 100 tasks may be added at once"); return; }
-        add_req a;
-        char err[300] = "", *chosen = NULL;
-        int rc = decode_add(&sub, &a) < 0 ? TQE_INVALID_REQUEST : do_add(s, ctx, &a, &chosen, err, sizeof err);
-        if (rc == TQE_INTERNAL_ERROR || rc == TQE_TRANSIENT_ERROR)
-            log_error("taskqueue", "app=%s msg=\"add failed\" err=%s", log_q(ctx->app_id), log_q(err));
-        add_req_free(&a);
-        pb_group_begin(&out, 1);
-        pb_put_int(&out, 2, rc);
-        if (chosen) pb_put_str(&out, 3, chosen);
-        pb_group_end(&out, 1);
-        free(chosen);
+        if (count == 100) { ok = 0; api_app_error(reply, TQE_TOO_MANY_TASKS, "at most 100 tasks may be added at once"); break; }
+        add_req *x = &a[count];
+        chosen[count] = NULL;
+        if (decode_add(&sub, x) < 0) rcs[count] = TQE_INVALID_REQUEST;
+        else {
+            char err[300] = "";
+            x->defer_store = 1;
+            rcs[count] = do_add(s, ctx, x, &chosen[count], err, sizeof err);
+            if (rcs[count] == TQE_INTERNAL_ERROR || rcs[count] == TQE_TRANSIENT_ERROR)
+                log_error("taskqueue", "app=%s msg=\"add failed\" err=%s", log_q(ctx->app_id), log_q(err));
+        }
+        count++;
     }
-    if (r.err) { buf_free(&out); api_app_error(reply, TQE_INVALID_REQUEST, "malformed TaskQueueBulkAddRequest"); return; }
-    buf_append(&reply->response, buf_rp(&out), buf_unread(&out));
-    buf_free(&out);
-    wake(s);
+    if (ok && r.err) { ok = 0; api_app_error(reply, TQE_INVALID_REQUEST, "malformed TaskQueueBulkAddRequest"); }
+    if (ok) {
+        const char *queues[100];
+        const tq_task *tasks[100];
+        int *out[100];
+        size_t m = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (rcs[i] != TQE_OK || a[i].transactional) continue;
+            queues[m] = a[i].queue ? a[i].queue : "default";
+            tasks[m] = &a[i].t;
+            out[m++] = &rcs[i];
+        }
+        char err[300] = "";
+        if (m && tq_store_add_many(s->store, ctx->app_id, queues, tasks, m, out, err, sizeof err) != TQE_OK)
+            log_error("taskqueue", "app=%s msg=\"bulk add failed\" err=%s", log_q(ctx->app_id), log_q(err));
+        for (size_t i = 0; i < count; i++) {
+            pb_group_begin(&reply->response, 1);
+            pb_put_int(&reply->response, 2, rcs[i]);
+            if (chosen[i] && rcs[i] == TQE_OK) pb_put_str(&reply->response, 3, chosen[i]);
+            pb_group_end(&reply->response, 1);
+        }
+    }
+    for (size_t i = 0; i < count; i++) { add_req_free(&a[i]); free(chosen[i]); }
+    if (ok) wake(s);
 }
 
 /* queue_name (field 1 or 2 depending on message) as a C string; "default" when absent. */

@@ -322,6 +322,32 @@ int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task 
     return run_txn(s, 1, add_body, &a, err, errlen);
 }
 
+typedef struct { const char *app; const char *const *queues; const tq_task *const *tasks; size_t n; int *const *rc; } addmany_arg;
+
+static int addmany_body(kv_txn *txn, void *p, char *err, size_t errlen)
+{
+    addmany_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!key_fits(a->app, a->queues[i], a->tasks[i]->name, err, errlen)) { *a->rc[i] = TQE_INVALID_TASK_NAME; continue; }
+        add_arg one = {a->app, a->queues[i], a->tasks[i]};
+        int r = add_body(txn, &one, err, errlen);
+        if (r <= TXN_INTERNAL) return r;          /* conflict or internal: the whole batch again / fails */
+        *a->rc[i] = r;
+        /* a task named twice in one batch: the second sees the first */
+    }
+    return TQE_OK;
+}
+
+int tq_store_add_many(tq_store *s, const char *app, const char *const *queues, const tq_task *const *tasks, size_t n,
+                      int *const *rc, char *err, size_t errlen)
+{
+    addmany_arg a = {app, queues, tasks, n, rc};
+    int r = run_txn(s, 1, addmany_body, &a, err, errlen);
+    if (r != TQE_OK)
+        for (size_t i = 0; i < n; i++) *rc[i] = r;
+    return r;
+}
+
 int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen)
 {
     if (errlen) err[0] = 0;

@@ -69,6 +69,12 @@ void tq_store_free(tq_store *s);   /* does not close kv */
 
 /* Add t to app/queue. Returns a TQE_* code; err has one sentence when not OK. */
 int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
+/* Add n tasks (task i to queues[i]) in one transaction: *rc[i] gets each
+ * task's own code (TQE_OK, TQE_TASK_ALREADY_EXISTS, TQE_TOMBSTONED_TASK,
+ * TQE_INVALID_TASK_NAME). Returns TQE_OK, or an error for the whole batch,
+ * which is then not stored (every *rc[i] of a stored-to-be task set to it). */
+int tq_store_add_many(tq_store *s, const char *app, const char *const *queues, const tq_task *const *tasks, size_t n,
+                      int *const *rc, char *err, size_t errlen);
 /* The same, inside the caller's write transaction txn (a datastore commit:
  * transactional adds). KV_OK, KV_CONFLICT (retry the whole transaction), or
  * another KV_* result with err set (also for a name in use or tombstoned). */

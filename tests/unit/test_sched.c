@@ -305,6 +305,18 @@ TEST(task_store)
     CHECK_INT(kv_put(kt, "Q/dev~x/m/x/m2", 14, when, 8, err, sizeof err), KV_OK);
     CHECK_INT(kv_commit(kt, err, sizeof err), KV_OK);
     CHECK_INT(tq_store_add(s, "dev~x", "m", &m2, err, sizeof err), TQE_OK);
+    /* add_many: one transaction, a code per task */
+    tq_task n1 = mk("n1", 100), n2 = mk("n2", 100);
+    const char *qs[] = {"n", "n", "n"};
+    const tq_task *ts[] = {&n1, &m1, &n2};
+    int r0 = -1, r1 = -1, r2 = -1;
+    int *const rcs[] = {&r0, &r1, &r2};
+    CHECK_INT(tq_store_add(s, "dev~x", "n", &m1, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_add_many(s, "dev~x", qs, ts, 3, rcs, err, sizeof err), TQE_OK);
+    CHECK(r0 == TQE_OK && r1 == TQE_TASK_ALREADY_EXISTS && r2 == TQE_OK);
+    CHECK_INT(tq_store_stats(s, "dev~x", "n", &n, &oldest, err, sizeof err), TQE_OK);
+    CHECK_INT(n, 3);
+    tq_task_free(&n1); tq_task_free(&n2);
     tq_task_free(&m1); tq_task_free(&m2);
 
     tq_task_free(&a); tq_task_free(&b); tq_task_free(&c);
