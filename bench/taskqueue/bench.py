@@ -17,7 +17,7 @@ memcache under the task's run and index; /collect reads them back.
     task carries the time its batch's add call began. Throughput = N / (last
     handler start - first add); latency = handler start - add.
   * single: one task added, wait for its handler, 30 times in a row.
-  * direct: a 10-thread Python client GETs the same N URLs from the router
+  * direct: a 10-thread (--threads) Python client GETs the same N URLs from the router
     (keep-alive sessions); latency = handler start - request sent.
 
 Every figure is the median of --runs runs. The machine's clock is shared by
@@ -166,6 +166,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=10, help="client threads of the direct run (default 10)")
     ap.add_argument("--json", help="write every run's numbers here")
     a = ap.parse_args()
     if not os.path.exists(os.path.join(BIN, "cyclozzo")):
@@ -188,7 +189,7 @@ def main():
         direct(base, "warm", 200)
         for r in range(a.runs):
             res["bulk"].append(bulk(base, f"b{r}", a.n))
-            res["direct"].append(direct(base, f"d{r}", a.n))
+            res["direct"].append(direct(base, f"d{r}", a.n, a.threads))
             res["single"].append(single(base, f"s{r}"))
             print(f"run {r + 1}: bulk {res['bulk'][-1]}\n       direct {res['direct'][-1]}\n"
                   f"       single {res['single'][-1]}", flush=True)
@@ -198,7 +199,7 @@ def main():
     print(f"\nN={a.n}, medians of {a.runs} runs")
     print(f"{'':28}{'tasks/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'scheduler, bulk add':28}{med(b, 'tasks_per_s'):10.0f}{med(b, 'p50_ms'):10.1f}{med(b, 'p99_ms'):10.1f}")
-    print(f"{'direct GET, 10 threads':28}{med(d, 'tasks_per_s'):10.0f}{med(d, 'p50_ms'):10.1f}{med(d, 'p99_ms'):10.1f}")
+    print(f"{f'direct GET, {a.threads} threads':28}{med(d, 'tasks_per_s'):10.0f}{med(d, 'p50_ms'):10.1f}{med(d, 'p99_ms'):10.1f}")
     print(f"{'scheduler, single task':28}{'':>10}{med(s, 'p50_ms'):10.1f}{med(s, 'p99_ms'):10.1f}")
     print(f"throughput ratio scheduler/direct: {med(b, 'tasks_per_s') / med(d, 'tasks_per_s'):.2f}")
     if a.json:
