@@ -15,6 +15,10 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -MMD -MP
 LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lpthread -lm
+LDLIBS  += -lpq      # PostgreSQL kv engine (src/kv/postgres.c)
+PG_CFLAGS := -I$(shell pg_config --includedir)
+CFLAGS  += $(PG_CFLAGS)
+LDLIBS += -lmemcached   # memcache on memcached servers (src/api/memcache_memcached.c)
 
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
 PY_LIBS   := $(shell pkg-config --libs python3-embed)
@@ -76,7 +80,7 @@ unit: $(UNIT_BIN)
 	@sh tests/unit/run.sh $(UNIT_BIN)
 
 # Fuzz targets: clang with libFuzzer, ASan and UBSan, over the library sources.
-FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) -fsanitize=fuzzer,address,undefined
 build/fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p build/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)

@@ -17,6 +17,8 @@ means Cyclozzo is faster). Back ends:
               LD_PRELOAD shim compiled on the fly: what a commit costs without
               waiting for the disk (the effect of the LMDB spec's nosync=1,
               which cz-apiserver has no switch for). Not a supported mode.
+  cz-pg       cz-apiserver with --datastore on a PostgreSQL server started for
+              the run (tests/integration/pgserver.py: local, fsync on)
 
 Each worker runs inside one request (the SDK's wrap_wsgi_app with the ticket
 in X-AppEngine-Api-Ticket, as the runtime does) with ndb's in-context cache
@@ -135,7 +137,7 @@ def work(n, sample, gets, home=None):
     out["put"] = summary(put_ms)
     print("put   single entities=%d p50_ms=%.3f" % (sample, out["put"]["p50_ms"]), file=sys.stderr, flush=True)
 
-    if home:
+    if home and os.path.isdir(os.path.join(home, "datastore")):
         d = os.path.join(home, "datastore")
         alloc = int(subprocess.run(["du", "-s", "--block-size=1", d], capture_output=True,
                                    text=True, check=True).stdout.split()[0])
@@ -249,11 +251,13 @@ def stop_server(srv, straced):
     srv.wait(timeout=60)
 
 
-def run_cz(args, tmp, nofsync):
-    name = "cz-nofsync" if nofsync else "cz"
+def run_cz(args, tmp, nofsync, name=None, datastore=None, disk=None):
+    name = name or ("cz-nofsync" if nofsync else "cz")
     home = os.path.join(tmp, name)
     os.makedirs(home)
     env = dict(os.environ)
+    if datastore:
+        env["CYCLOZZO_DATASTORE"] = datastore
     if nofsync:
         so = os.path.join(tmp, "nofsync.so")
         if not os.path.exists(so):
@@ -286,6 +290,9 @@ def run_cz(args, tmp, nofsync):
     finally:
         stop_server(srv, bool(args.strace))
         logf.close()
+    if disk:
+        b = disk()
+        res["disk"] = {"bytes": b, "apparent_bytes": b, "per_entity": b / args.n}
     lat = server_latencies(os.path.join(home, "apiserver.log"))
     res["server"] = {m: {"calls": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for m, v in lat.items()}
     # The single-put phase: the Put calls that carried one entity are the last
@@ -394,8 +401,18 @@ def main():
                 results[b] = run_stub(args)
             elif b in ("cz", "cz-nofsync"):
                 results[b] = run_cz(args, tmp, b == "cz-nofsync")
+            elif b == "cz-pg":
+                sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+                from pgserver import PgServer
+                pg = PgServer()
+                try:
+                    # Table, index and TOAST, as PostgreSQL counts them.
+                    size = lambda: int(pg.psql("SELECT pg_total_relation_size('kv')"))
+                    results[b] = run_cz(args, tmp, False, name="cz-pg", datastore=pg.uri(), disk=size)
+                finally:
+                    pg.stop()
             else:
-                raise SystemExit("unknown back end %r (cz, stub, cz-nofsync)" % b)
+                raise SystemExit("unknown back end %r (cz, stub, cz-nofsync, cz-pg)" % b)
             print("== %s done in %.0f s; load: %s" % (b, time.time() - t, os.getloadavg()),
                   file=sys.stderr, flush=True)
     finally:

@@ -29,8 +29,8 @@ static int well_formed(const uint8_t *p, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static mc_store *store;
-    if (!store) store = mc_store_new(2u << 20, 2);
+    static mc_backend *store;
+    if (!store) store = mc_backend_embedded(2u << 20, 2);
     if (size < 2) return 0;
     const char *name = method_names[data[0] % (sizeof method_names / sizeof method_names[0])];
     api_method_fn fn = memcache_method(name);
@@ -46,6 +46,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (reply.kind == API_REPLY_OK && !well_formed((const uint8_t *)reply.response.data, reply.response.len))
         abort();
     buf_free(&reply.response);
-    if (mc_store_used(store) > (2u << 20)) abort();
+    if (mc_store_used(mc_backend_store(store)) > (2u << 20)) abort();
     return 0;
 }

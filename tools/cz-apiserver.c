@@ -3,6 +3,7 @@
  *
  *   cz-apiserver --home DIR [--host H] [--port P] [--app APP_ID]
  *                [--threads N] [--max-request BYTES] [--log-level L]
+ *                [--memcache-servers HOST:PORT[,HOST:PORT...]]
  *       serves /rpc_http in the foreground with every service registered,
  *       prints "port=N" on stdout once listening, stops on SIGINT/SIGTERM.
  *   cz-apiserver --home DIR --mint-ticket APP_ID [--ttl SECONDS]
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/memcache.h"
 #include "api/ticket.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -28,7 +30,8 @@
 static void usage(FILE *f)
 {
     fputs("usage: cz-apiserver --home DIR [--host H] [--port P] [--app APP_ID] [--threads N]\n"
-          "                    [--max-request BYTES] [--log-level debug|info|warn|error]\n"
+          "                    [--max-request BYTES] [--log-level debug|info|warn|error] [--datastore SPEC]\n"
+          "                    [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
           "       cz-apiserver --home DIR --mint-ticket APP_ID [--ttl SECONDS] [--user EMAIL]\n"
           "                    [--user-id ID] [--admin] [--version V] [--namespace NS] [--request-id ID]\n", f);
 }
@@ -58,16 +61,18 @@ static long parse_num(const char *s, const char *what, long lo, long hi)
 int main(int argc, char **argv)
 {
     enum { O_HOME = 256, O_HOST, O_PORT, O_APP, O_THREADS, O_MAXREQ, O_LOG, O_MINT, O_TTL, O_USER,
-           O_USERID, O_ADMIN, O_VERSION, O_NS, O_REQID, O_HELP };
+           O_USERID, O_ADMIN, O_VERSION, O_NS, O_REQID, O_HELP, O_DATASTORE, O_MEMCACHED };
     static const struct option opts[] = {
         {"home", 1, 0, O_HOME}, {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"app", 1, 0, O_APP},
         {"threads", 1, 0, O_THREADS}, {"max-request", 1, 0, O_MAXREQ}, {"log-level", 1, 0, O_LOG},
         {"mint-ticket", 1, 0, O_MINT}, {"ttl", 1, 0, O_TTL}, {"user", 1, 0, O_USER},
         {"user-id", 1, 0, O_USERID}, {"admin", 0, 0, O_ADMIN}, {"version", 1, 0, O_VERSION},
-        {"namespace", 1, 0, O_NS}, {"request-id", 1, 0, O_REQID}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
+        {"namespace", 1, 0, O_NS}, {"request-id", 1, 0, O_REQID}, {"help", 0, 0, O_HELP},
+        {"datastore", 1, 0, O_DATASTORE}, {"memcache-servers", 1, 0, O_MEMCACHED}, {0, 0, 0, 0},
     };
     api_server_config cfg = {0};
     const char *mint_app = NULL;
+    const char *memcache_servers = NULL;
     long ttl = 3600;
     ticket_claims claims;
     memset(&claims, 0, sizeof claims);
@@ -77,6 +82,12 @@ int main(int argc, char **argv)
         switch (o) {
         case O_HOME: cfg.home = optarg; break;
         case O_HOST: cfg.host = optarg; break;
+        case O_MEMCACHED: {
+            char e[256];
+            if (mc_servers_check(optarg, e, sizeof e) < 0) { fprintf(stderr, "cz-apiserver: --memcache-servers: %s\n", e); return 2; }
+            memcache_servers = optarg;
+            break;
+        }
         case O_PORT: cfg.port = (int)parse_num(optarg, "--port", 0, 65535); break;
         case O_APP: cfg.app_id = optarg; break;
         case O_THREADS: cfg.threads = (int)parse_num(optarg, "--threads", 1, 1024); break;
@@ -96,6 +107,7 @@ int main(int argc, char **argv)
         case O_VERSION: if (copy_claim(claims.version, sizeof claims.version, optarg, "--version") < 0) return 2; break;
         case O_NS: if (copy_claim(claims.ns, sizeof claims.ns, optarg, "--namespace") < 0) return 2; break;
         case O_REQID: if (copy_claim(claims.request_id, sizeof claims.request_id, optarg, "--request-id") < 0) return 2; break;
+        case O_DATASTORE: setenv("CYCLOZZO_DATASTORE", optarg, 1); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -124,6 +136,7 @@ int main(int argc, char **argv)
 
     api_server *srv = api_server_new(&cfg, err, sizeof err);
     if (!srv) { fprintf(stderr, "cz-apiserver: %s\n", err); return 1; }
+    if (memcache_servers) api_share(srv, MEMCACHE_SERVERS_SHARE, (void *)memcache_servers);
     api_register_all(srv, cfg.home);
     if (api_server_start(srv, err, sizeof err) < 0) {
         fprintf(stderr, "cz-apiserver: %s\n", err);

@@ -132,6 +132,18 @@ void api_on_stop(api_server *srv, void (*fn)(void *), void *data);
 void  api_share(api_server *srv, const char *name, void *p);
 void *api_shared(api_server *srv, const char *name);
 
+/* A method about to wait a long time on the outside world (a network
+ * fetch, a mail relay) calls api_blocking_begin(ctx) first and
+ * api_blocking_end(ctx) after: while calls wait, the server keeps `threads`
+ * workers free for other calls by starting more (see server.c). */
+void api_blocking_begin(api_ctx *ctx);
+void api_blocking_end(api_ctx *ctx);
+/* 1 once api_server_stop has begun: long waits should give up. */
+int  api_server_stopping(const api_server *srv);
+
+/* urlfetch (urlfetch.c, netguard.c) and mail (mail.c): see urlfetch.h and
+ * mail.h. */
+
 /* taskqueue (taskqueue.c): push and pull queues stored in the "kv" engine.
  * Registered after datastore_v3. */
 void taskqueue_register(api_server *srv, const char *home);

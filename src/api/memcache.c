@@ -3,7 +3,8 @@
  * Each method decodes its request (google.appengine.Memcache*Request, proto2
  * with groups for Get/Set/Delete items) fully into a small struct first, since
  * fields such as name_space may follow the items, then runs it against the
- * store under the calling app's id and encodes the response. Per-item
+ * backend (memcache_backend.h: the in-process store, or memcached servers)
+ * under the calling app's id and encodes the response. Per-item
  * outcomes (NOT_STORED, NOT_FOUND, a miss) are statuses in the response, as
  * App Engine reports them; only a malformed request, a foreign AppOverride or
  * a non-numeric Increment are errors of the whole call. */
@@ -149,10 +150,11 @@ static void m_get(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *reply)
     if (check_override(ctx, &q.c, reply) < 0) goto out;
     int64_t now = unix_now();
     get_emit e = { &reply->response, q.for_cas, q.for_peek };
-    for (size_t i = 0; i < q.keys.n; i++) {
-        mc_key k = make_key(ctx, &q.c, ((bytes *)q.keys.v)[i]);
-        mc_get(ctx->service_data, &k, q.for_peek, now, emit_item, &e);
-    }
+    mc_key *keys = xmalloc((q.keys.n ? q.keys.n : 1) * sizeof *keys);
+    for (size_t i = 0; i < q.keys.n; i++) keys[i] = make_key(ctx, &q.c, ((bytes *)q.keys.v)[i]);
+    mc_backend *b = ctx->service_data;
+    b->ops->get(b, keys, q.keys.n, q.for_peek, now, emit_item, &e);     /* one batch: multi-get */
+    free(keys);
 out:
     free(q.keys.v);
 }
@@ -217,7 +219,8 @@ static void m_set(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *reply)
     for (size_t i = 0; i < q.items.n; i++) {
         set_item *it = &((set_item *)q.items.v)[i];
         mc_key k = make_key(ctx, &q.c, it->key);
-        int st = mc_set(ctx->service_data, &k, it->value.p, it->value.n, it->flags,
+        mc_backend *b = ctx->service_data;
+        int st = b->ops->set(b, &k, it->value.p, it->value.n, it->flags,
                         it->policy, it->cas, it->has_cas, it->exptime, now);
         pb_put_uint(&reply->response, 1, (uint64_t)st);   /* MC_* equal SET_* */
     }
@@ -268,7 +271,8 @@ static void m_delete(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *rep
     for (size_t i = 0; i < q.items.n; i++) {
         del_item *it = &((del_item *)q.items.v)[i];
         mc_key k = make_key(ctx, &q.c, it->key);
-        int d = mc_delete(ctx->service_data, &k, it->hold, now);
+        mc_backend *b = ctx->service_data;
+        int d = b->ops->del(b, &k, it->hold, now);
         pb_put_uint(&reply->response, 1, d ? DEL_DELETED : DEL_NOT_FOUND);
     }
 out:
@@ -311,7 +315,8 @@ static int decode_incr_fields(pb_reader *r, incr_req *q)
 static int run_incr(api_ctx *ctx, const common *c, const incr_req *q, uint64_t *nv)
 {
     mc_key k = make_key(ctx, c, q->key);
-    return mc_incr(ctx->service_data, &k, q->direction == 2, q->delta, q->has_initial,
+    mc_backend *b = ctx->service_data;
+    return b->ops->incr(b, &k, q->direction == 2, q->delta, q->has_initial,
                    q->initial, q->initial_flags, unix_now(), nv);
 }
 
@@ -396,7 +401,11 @@ static void m_flush_all(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *
     common c = {0};
     if (decode_admin(in, len, &c) < 0) { parse_error(reply, "FlushAll"); return; }
     if (check_override(ctx, &c, reply) < 0) return;
-    mc_flush_app(ctx->service_data, ctx->app_id, strlen(ctx->app_id));
+    mc_backend *b = ctx->service_data;
+    if (b->ops->flush_app(b, ctx->app_id, strlen(ctx->app_id)) < 0) {
+        api_app_error(reply, MEMCACHE_UNSPECIFIED_ERROR, "Memcache could not be flushed on every server.");
+        return;
+    }
     log_info("memcache", "app=%s msg=\"flushed\"", log_q(ctx->app_id));
 }
 
@@ -406,7 +415,8 @@ static void m_stats(api_ctx *ctx, const uint8_t *in, size_t len, api_reply *repl
     if (decode_admin(in, len, &c) < 0) { parse_error(reply, "Stats"); return; }
     if (check_override(ctx, &c, reply) < 0) return;
     mc_stats st;
-    mc_get_stats(ctx->service_data, ctx->app_id, strlen(ctx->app_id), unix_now(), &st);
+    mc_backend *be = ctx->service_data;
+    be->ops->stats(be, ctx->app_id, strlen(ctx->app_id), unix_now(), &st);
     buf *b = &reply->response;
     size_t m = pb_begin(b, 1);
     pb_put_uint(b, 1, st.hits);
@@ -437,7 +447,7 @@ api_method_fn memcache_method(const char *method)
     return NULL;
 }
 
-static void free_store(void *store) { mc_store_free(store); }
+static void free_backend(void *b) { mc_backend_free(b); }
 
 static size_t configured_cap(void)
 {
@@ -452,14 +462,31 @@ static size_t configured_cap(void)
     return (size_t)mb << 20;
 }
 
+const char *memcache_servers_setting(api_server *srv)
+{
+    const char *s = srv ? api_shared(srv, MEMCACHE_SERVERS_SHARE) : NULL;
+    if (!s || !*s) s = getenv("CYCLOZZO_MEMCACHE_SERVERS");
+    return s && *s ? s : NULL;
+}
+
 void memcache_register(api_server *srv, const char *home)
 {
     (void)home;
-    size_t cap = configured_cap();
-    mc_store *store = mc_store_new(cap, 0);
+    mc_backend *b = NULL;
+    const char *servers = memcache_servers_setting(srv);
+    if (servers) {
+        char err[256];
+        b = mc_backend_memcached(servers, err, sizeof err);
+        if (b) log_info("memcache", "msg=\"memcache on memcached\" servers=%s", log_q(servers));
+        else log_error("memcache", "msg=\"memcached servers not usable; using the in-process cache\" error=%s", log_q(err));
+    }
+    if (!b) {
+        size_t cap = configured_cap();
+        b = mc_backend_embedded(cap, 0);
+        log_info("memcache", "msg=\"in-process memcache ready\" cap_mb=%zu stripes=%d",
+                 cap >> 20, mc_store_stripes(mc_backend_store(b)));
+    }
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        api_register(srv, "memcache", methods[i].name, methods[i].fn, store);
-    api_on_stop(srv, free_store, store);
-    log_info("memcache", "msg=\"in-process memcache ready\" cap_mb=%zu stripes=%d",
-             cap >> 20, mc_store_stripes(store));
+        api_register(srv, "memcache", methods[i].name, methods[i].fn, b);
+    api_on_stop(srv, free_backend, b);
 }

@@ -58,6 +58,8 @@
 #define NBUCKETS             256
 #define MAX_NAME             128                 /* longest service or method name */
 #define RPC_PATH             "/rpc_http"
+#define MAX_EXTRA            512                 /* workers beyond `threads` for blocked calls */
+#define RESPONSE_SLACK       (1u << 20)          /* framing allowed above max_request in responses */
 
 /* ---- registry ---- */
 
@@ -96,7 +98,8 @@ struct api_server {
     atomic_int stopping;
     pthread_t acceptor;
     pthread_t *workers;
-    int nworkers;
+    int nworkers, capworkers;
+    int nblocked;                /* calls inside api_blocking_begin/end; guarded by lock */
     pthread_mutex_t lock;        /* guards the connection list */
     sconn *conns;
     long nconns;
@@ -322,7 +325,7 @@ static void handle_call(api_conn *c, const uint8_t *body, size_t n, int too_larg
         reply.kind = API_REPLY_OK;
         api_rpc_error(&reply, RPC_DEADLINE_EXCEEDED, "The call ran past its deadline of %.3f s.",
                       (double)(deadline_us - c->start_us) / 1e6);
-    } else if (reply.kind == API_REPLY_OK && reply.response.len > srv->max_request) {
+    } else if (reply.kind == API_REPLY_OK && reply.response.len > srv->max_request + RESPONSE_SLACK) {
         size_t len = reply.response.len;
         buf_free(&reply.response);
         api_rpc_error(&reply, RPC_RESPONSE_TOO_LARGE, "The response of %zu bytes is larger than the limit of %zu bytes.",
@@ -623,6 +626,49 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Start one more worker; called with srv->lock held. */
+static int spawn_worker_locked(api_server *srv)
+{
+    if (srv->nworkers == srv->capworkers) {
+        int cap = srv->capworkers ? srv->capworkers * 2 : 16;
+        srv->workers = xrealloc(srv->workers, (size_t)cap * sizeof *srv->workers);
+        srv->capworkers = cap;
+    }
+    if (pthread_create(&srv->workers[srv->nworkers], NULL, worker_main, srv) != 0) return -1;
+    srv->nworkers++;
+    return 0;
+}
+
+void api_blocking_begin(api_ctx *ctx)
+{
+    api_server *srv = ctx->server;
+    if (!srv) return;
+    pthread_mutex_lock(&srv->lock);
+    srv->nblocked++;
+    if (srv->started == 2 && !atomic_load(&srv->stopping) &&
+        srv->nworkers - srv->nblocked < srv->nthreads && srv->nworkers < srv->nthreads + MAX_EXTRA) {
+        if (spawn_worker_locked(srv) < 0)
+            log_warn("api", "msg=\"cannot start another worker for a blocked call\" err=%s", log_q(strerror(errno)));
+        else
+            log_debug("api", "msg=\"worker added for blocked calls\" workers=%d blocked=%d", srv->nworkers, srv->nblocked);
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void api_blocking_end(api_ctx *ctx)
+{
+    api_server *srv = ctx->server;
+    if (!srv) return;
+    pthread_mutex_lock(&srv->lock);
+    srv->nblocked--;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+int api_server_stopping(const api_server *srv)
+{
+    return srv && atomic_load(&srv->stopping);
+}
+
 static void sweep_idle(api_server *srv)
 {
     int64_t now = now_ms(), limit = (int64_t)srv->idle_timeout_s * 1000;
@@ -738,14 +784,15 @@ int api_server_start(api_server *srv, char *err, size_t errlen)
         return -1;
     }
     srv->started = 1;
-    srv->workers = xcalloc((size_t)srv->nthreads, sizeof *srv->workers);
+    pthread_mutex_lock(&srv->lock);
     for (int i = 0; i < srv->nthreads; i++) {
-        if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0) {
+        if (spawn_worker_locked(srv) < 0) {
+            pthread_mutex_unlock(&srv->lock);
             set_err(err, errlen, "cannot start API server worker threads: %s", strerror(errno));
             return -1;
         }
-        srv->nworkers++;
     }
+    pthread_mutex_unlock(&srv->lock);
     if (pthread_create(&srv->acceptor, NULL, accept_main, srv) != 0) {
         set_err(err, errlen, "cannot start the API server accept thread");
         return -1;
@@ -763,7 +810,11 @@ void api_server_stop(api_server *srv)
     if (srv->wakefd >= 0) { uint64_t one = 1; ssize_t w = write(srv->wakefd, &one, sizeof one); (void)w; }
     if (srv->lfd >= 0) shutdown(srv->lfd, SHUT_RDWR);
     if (srv->started == 2) pthread_join(srv->acceptor, NULL);
-    for (int i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i], NULL);
+    /* No worker is added once stopping is set (checked under the lock). */
+    pthread_mutex_lock(&srv->lock);
+    int nw = srv->nworkers;
+    pthread_mutex_unlock(&srv->lock);
+    for (int i = 0; i < nw; i++) pthread_join(srv->workers[i], NULL);
     free(srv->workers);
     while (srv->conns) conn_close(srv, srv->conns);
     for (cleanup *c = srv->cleanups, *nx; c; c = nx) {

@@ -5,8 +5,11 @@
  * methods. Adding a service is adding its call below, in its own block (the
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
+#include "api/blobstore.h"
 #include "api/memcache.h"
 #include "api/users.h"
+#include "api/urlfetch.h"
+#include "api/mail.h"
 
 void datastore_v3_register(api_server *srv, const char *home);   /* datastore_v3.c */
 
@@ -27,6 +30,17 @@ void api_register_all(api_server *srv, const char *home)
     /* taskqueue (taskqueue.c: rows in datastore_v3's kv engine, so after it;
      * delivery by src/sched/scheduler.c in the daemon) */
     taskqueue_register(srv, home);
+
+    /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
+    urlfetch_register(srv, home);
+
+    /* mail (mail.c: mailmsg.c builds the messages, smtp.c relays them,
+     * outbox.c keeps them when no relay is configured) */
+    mail_register(srv, home);
+
+    /* blobstore (blobstore.c: metadata in datastore_v3's kv engine, so after
+     * it; bytes in the blob store under blob.dir or home/blobs) */
+    blobstore_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

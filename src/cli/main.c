@@ -1,10 +1,12 @@
 /* main.c - the `cyclozzo` command line.
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
- *            [--no-sandbox]
+ *            [--no-sandbox] [--blob-dir DIR] [--memcache-servers HOST:PORT[,HOST:PORT...]]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
+ *   cyclozzo --mail-outbox APP [--show ID]
+ *   cyclozzo --deliver-mail APP --to ADDRESS [FILE]
  *   cyclozzo --help | --version
  *
  * Flags follow the original Cyclozzo command line. Each command is a small
@@ -18,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/memcache_backend.h"
+#include "cli/mailcmd.h"
 #include "cli/serve.h"
 #include "cli/state.h"
 #include "cli/usercmd.h"
@@ -31,11 +35,17 @@ static void usage(FILE *f)
         "usage:\n"
         "  cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground]\n"
         "                               [--threads N] [--dev] [--no-sandbox]\n"
+        "                               [--datastore SPEC] [--blob-dir DIR]\n"
+        "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
+        "                                --smtp-password-file F] [--smtp-starttls]]\n"
+        "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
         "  cyclozzo --remove-user EMAIL\n"
         "  cyclozzo --list-users\n"
+        "  cyclozzo --mail-outbox APP [--show ID]\n"
+        "  cyclozzo --deliver-mail APP --to ADDRESS [FILE]\n"
         "  cyclozzo --help | --version\n"
         "\n"
         "  --start application  validate DIR/app.yaml, prepare the app and serve it on\n"
@@ -45,12 +55,25 @@ static void usage(FILE *f)
         "  --foreground         stay attached and log to the terminal\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
+        "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
+        "                       e.g. postgresql://USER@HOST:PORT/DB; default LMDB under\n"
+        "                       $CYCLOZZO_HOME/datastore (see docs/datastore-core.md)\n"
+        "  --blob-dir DIR       keep the Blobstore's blobs in DIR (default\n"
+        "                       $CYCLOZZO_HOME/blobs; a shared mount serves many nodes)\n"
         "  --dev                development sign-in: any email address signs in at\n"
         "                       /_ah/login without a password (never on a shared host)\n"
+        "  --memcache-servers LIST  keep the app's memcache in these memcached servers\n"
+        "                       (consistent hashing) instead of in-process; see\n"
+        "                       docs/memcache.md\n"
         "  --add-user EMAIL     add an account (or change its password and --admin flag);\n"
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
         "  --list-users         list accounts: email, administrator, user id\n"
+        "  --smtp-host H        relay apps' mail through the SMTP server H (else it is\n"
+        "                       kept in the outbox); see docs/mail.md\n"
+        "  --mail-outbox APP    list the mail APP sent that is kept in the outbox;\n"
+        "                       --show ID prints one message\n"
+        "  --deliver-mail APP   POST a message (FILE or stdin) to APP's /_ah/mail/ADDRESS\n"
         "\n"
         "Data and state live under $CYCLOZZO_HOME (default ~/.cyclozzo, or\n"
         "/var/lib/cyclozzo for root).\n");
@@ -59,8 +82,13 @@ static void usage(FILE *f)
 typedef struct {
     const char *start, *stop, *dir, *host;
     int port, status, foreground, threads, dev, no_sandbox;
+    int datastore;                 /* --datastore given (already in the environment) */
     const char *add_user, *remove_user;
+    const char *memcache_servers;
+    const char *blob_dir;
     int list_users, admin, password_stdin;
+    const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
+    int smtp_port, smtp_starttls;
 } cli_opts;
 
 static int need_value(int i, int argc, char **argv)
@@ -184,9 +212,23 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
         else if (!strcmp(a, "--stop")) { if (!need_value(i, argc, argv)) return 2; o.stop = argv[++i]; }
+        else if (!strcmp(a, "--blob-dir")) { if (!need_value(i, argc, argv)) return 2; o.blob_dir = argv[++i]; }
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--smtp-starttls")) o.smtp_starttls = 1;
+        else if (!strcmp(a, "--smtp-host")) { if (!need_value(i, argc, argv)) return 2; o.smtp_host = argv[++i]; }
+        else if (!strcmp(a, "--smtp-user")) { if (!need_value(i, argc, argv)) return 2; o.smtp_user = argv[++i]; }
+        else if (!strcmp(a, "--smtp-password-file")) { if (!need_value(i, argc, argv)) return 2; o.smtp_password_file = argv[++i]; }
+        else if (!strcmp(a, "--smtp-port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.smtp_port)) return 2; i++; }
+        else if (!strcmp(a, "--mail-outbox")) { if (!need_value(i, argc, argv)) return 2; o.mail_outbox = argv[++i]; }
+        else if (!strcmp(a, "--show")) { if (!need_value(i, argc, argv)) return 2; o.show = argv[++i]; }
+        else if (!strcmp(a, "--deliver-mail")) { if (!need_value(i, argc, argv)) return 2; o.deliver_mail = argv[++i]; }
+        else if (!strcmp(a, "--to")) { if (!need_value(i, argc, argv)) return 2; o.to = argv[++i]; }
+        else if (o.deliver_mail && !o.file && a[0] != '-') o.file = a;
+        else if (o.deliver_mail && !o.file && !strcmp(a, "-")) o.file = a;
+        else if (!strcmp(a, "--datastore")) { if (!need_value(i, argc, argv)) return 2; setenv("CYCLOZZO_DATASTORE", argv[++i], 1); o.datastore = 1; }
+        else if (!strcmp(a, "--memcache-servers")) { if (!need_value(i, argc, argv)) return 2; o.memcache_servers = argv[++i]; }
         else if (!strcmp(a, "--threads")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.threads)) return 2; i++; }
         else {
             fprintf(stderr, "cyclozzo: unknown option %s (see cyclozzo --help)\n", a);
@@ -197,9 +239,40 @@ int main(int argc, char **argv)
         fprintf(stderr, "cyclozzo: %s goes with --add-user EMAIL\n", o.admin ? "--admin" : "--password-stdin");
         return 2;
     }
+    if (o.datastore && !o.start) {
+        fprintf(stderr, "cyclozzo: --datastore goes with --start application\n");
+        return 2;
+    }
     if (o.dev && !o.start) {
         fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
         return 2;
+    }
+    if (o.show && !o.mail_outbox) {
+        fprintf(stderr, "cyclozzo: --show goes with --mail-outbox APP\n");
+        return 2;
+    }
+    if ((o.smtp_host || o.smtp_user || o.smtp_password_file || o.smtp_port || o.smtp_starttls) && !o.start) {
+        fprintf(stderr, "cyclozzo: the --smtp-* options go with --start application\n");
+        return 2;
+    }
+    if (o.mail_outbox) return mailcmd_outbox(o.mail_outbox, o.show);
+    if (o.deliver_mail) {
+        if (!o.to) {
+            fprintf(stderr, "cyclozzo: --deliver-mail APP needs --to ADDRESS\n");
+            return 2;
+        }
+        return mailcmd_deliver(o.deliver_mail, o.to, o.file);
+    }
+    if (o.memcache_servers) {
+        char err[256];
+        if (!o.start) {
+            fprintf(stderr, "cyclozzo: --memcache-servers goes with --start application\n");
+            return 2;
+        }
+        if (mc_servers_check(o.memcache_servers, err, sizeof err) < 0) {
+            fprintf(stderr, "cyclozzo: --memcache-servers: %s\n", err);
+            return 2;
+        }
     }
     if (o.add_user) return usercmd_add(o.add_user, o.admin, o.password_stdin);
     if (o.remove_user) return usercmd_remove(o.remove_user);
@@ -215,9 +288,30 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        char blob_abs[PATH_MAX];
+        if (o.blob_dir && o.blob_dir[0] != '/') {
+            /* The daemon runs in "/": make a relative --blob-dir absolute now. */
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd) || snprintf(blob_abs, sizeof blob_abs, "%s/%s", cwd, o.blob_dir) >= (int)sizeof blob_abs) {
+                fprintf(stderr, "cyclozzo: --blob-dir %s is too long a path\n", o.blob_dir);
+                return 2;
+            }
+            o.blob_dir = blob_abs;
+        }
         serve_opts so = {.dir = o.dir, .host = o.host, .port = o.port, .foreground = o.foreground,
                          .threads = o.threads, .exe = "/proc/self/exe", .dev = o.dev,
-                         .no_sandbox = o.no_sandbox};
+                         .no_sandbox = o.no_sandbox, .smtp_host = o.smtp_host, .smtp_port = o.smtp_port,
+                         .smtp_user = o.smtp_user, .smtp_starttls = o.smtp_starttls,
+                         .memcache_servers = o.memcache_servers, .blob_dir = o.blob_dir};
+        char pwpath[PATH_MAX];
+        if (o.smtp_password_file) {
+            /* The daemon works from /, so the file is named absolutely. */
+            if (!realpath(o.smtp_password_file, pwpath)) {
+                fprintf(stderr, "cyclozzo: cannot read the SMTP password file %s: %s\n", o.smtp_password_file, strerror(errno));
+                return 2;
+            }
+            so.smtp_password_file = pwpath;
+        }
         return serve_app(&so);
     }
     usage(stderr);

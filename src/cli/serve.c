@@ -6,6 +6,7 @@
  * file, "ready" to the CLI. The main thread then waits for SIGTERM/SIGINT
  * while the router threads serve, refreshing the state file as the number of
  * instances changes. */
+#include "api/memcache.h"
 #include "cli/serve.h"
 
 #include <errno.h>
@@ -23,6 +24,9 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
+#include "api/blobstore.h"
+#include "api/mail.h"
+#include "api/urlfetch.h"
 #include "api/taskqueue.h"
 #include "datastore/query.h"
 #include "api/ticket.h"
@@ -137,7 +141,17 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     api_server_config ac = {.home = home, .host = "127.0.0.1", .port = 0, .app_id = app_id};
     api = api_server_new(&ac, err, sizeof err);
     if (!api) goto fail;
+    if (o->memcache_servers) api_share(api, MEMCACHE_SERVERS_SHARE, (void *)o->memcache_servers);
+    /* The Blobstore reads its directory and the app's host name (for upload
+     * URLs) from these. */
+    if (o->blob_dir) api_share(api, "blob.dir", (void *)o->blob_dir);   /* absolute (main.c) */
+    api_share(api, "app.hostname", hostport);
     api_register_all(api, home);
+    /* mail relay settings; the app's own public port stays fetchable */
+    mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
+                      .smtp_password_file = o->smtp_password_file, .smtp_starttls = o->smtp_starttls};
+    if (mail_configure(api, &mc, err, sizeof err) < 0) goto fail;
+    urlfetch_allow_port(api, o->port);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
@@ -180,6 +194,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
         .verify_internal = verify_internal, .internal_arg = internal_key,
+        .blob = blobstore_service(api),
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;

@@ -18,6 +18,11 @@ typedef struct {
     const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
     int no_sandbox;     /* run instances unconfined (--no-sandbox) */
     int dev;            /* development sign-in: any email, no password (--dev) */
+    /* mail relay (--smtp-*): no host = messages go to the outbox */
+    const char *smtp_host, *smtp_user, *smtp_password_file;
+    int smtp_port, smtp_starttls;
+    const char *memcache_servers;  /* "host:port,..." puts memcache on memcached (--memcache-servers) */
+    const char *blob_dir; /* the Blobstore's directory (--blob-dir), NULL = home/blobs */
 } serve_opts;
 
 /* Returns the process exit status for the CLI. */

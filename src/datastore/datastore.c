@@ -106,7 +106,8 @@ datastore *ds_open_engine(kv_engine *kv, int own)
 
 datastore *ds_open(const char *home, char *err, size_t errlen)
 {
-    char *dir = xasprintf("lmdb:%s/datastore", home);
+    const char *spec = getenv("CYCLOZZO_DATASTORE");
+    char *dir = spec && *spec ? xstrdup(spec) : xasprintf("lmdb:%s/datastore", home);
     kv_engine *kv = kv_open(dir, err, errlen);
     free(dir);
     return kv ? ds_open_engine(kv, 1) : NULL;
@@ -846,7 +847,21 @@ static void put_response(buf *resp, put_item *items, size_t n)
     }
 }
 
+static int put_impl(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e,
+                    int allow_reserved);
+
 int ds_put(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e)
+{
+    return put_impl(ds, app, req, n, resp, e, 0);
+}
+
+int ds_put_reserved(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e)
+{
+    return put_impl(ds, app, req, n, resp, e, 1);
+}
+
+static int put_impl(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e,
+                    int allow_reserved)
 {
     pb_reader r;
     pb_reader_init(&r, req, n);
@@ -875,7 +890,7 @@ int ds_put(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *re
             if (check_key(app, &it->ent.key, 0, e) < 0) goto out;
             ds_elem *last = &it->ent.key.elems[it->ent.key.nelems - 1];
             it->incomplete = !last->has_id && !last->has_name;
-            if (last->type.n >= 4 && last->type.p[0] == '_' && last->type.p[1] == '_' &&
+            if (!allow_reserved && last->type.n >= 4 && last->type.p[0] == '_' && last->type.p[1] == '_' &&
                 last->type.p[last->type.n - 1] == '_' && last->type.p[last->type.n - 2] == '_')
                 { dserr(e, DS_BAD_REQUEST, "kinds of the form __*__ are reserved and cannot be written"); goto out; }
         } else if (f == 2) { if (pb_bytes(&r, wt, &txp, &txn_len) < 0) break; }

@@ -64,8 +64,11 @@ typedef struct {
     char msg[480];         /* one sentence for the client */
 } ds_err;
 
-/* Open the datastore under home (LMDB in home/datastore/), or over an engine
- * (own=1: ds_close closes it). NULL + err on failure. */
+/* Open the datastore under home (LMDB in home/datastore/), or on the kv
+ * engine the environment variable CYCLOZZO_DATASTORE names when it is set
+ * (a kv_open spec such as "postgresql://host/db"; set by the daemon's and
+ * cz-apiserver's --datastore), or over an engine (own=1: ds_close closes
+ * it). NULL + err on failure. */
 datastore *ds_open(const char *home, char *err, size_t errlen);
 datastore *ds_open_engine(kv_engine *kv, int own);
 void ds_close(datastore *ds);
@@ -75,6 +78,9 @@ kv_engine *ds_kv(datastore *ds);
  * request must belong to it. Return 0, or -1 with e filled. */
 int ds_get(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_put(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
+/* ds_put for Cyclozzo's own services: may write reserved __*__ kinds (the
+ * Blobstore's __BlobInfo__ and __BlobUploadSession__); never for app calls. */
+int ds_put_reserved(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_delete(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_allocate_ids(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);
 int ds_begin_transaction(datastore *ds, const char *app, const uint8_t *req, size_t n, buf *resp, ds_err *e);

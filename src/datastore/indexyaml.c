@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "core/util.h"
+#include "datastore/query_plan.h"
 #include "proto/pb.h"
 
 void dsq_index_free(dsq_index *ix)
@@ -83,14 +84,7 @@ void dsq_index_encode(const dsq_index *ix, const char *app, buf *out)
     pb_put_str(out, 1, app);
     pb_put_int(out, 2, ix->id);
     size_t m = pb_begin(out, 3);
-    pb_put_str(out, 1, ix->kind);
-    for (size_t i = 0; i < ix->n_props; i++) {
-        pb_group_begin(out, 2);
-        pb_put_str(out, 3, ix->props[i].name);
-        pb_put_int(out, 4, ix->props[i].desc ? 2 : 1);
-        pb_group_end(out, 2);
-    }
-    pb_put_bool(out, 5, ix->ancestor);
+    dsq_index_def_encode(ix, out);
     pb_end(out, m);
     pb_put_int(out, 4, 2);   /* READ_WRITE */
 }

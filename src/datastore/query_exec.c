@@ -59,19 +59,9 @@ struct dsq_engine {
     int64_t ttl_us;
 };
 
-static void err_set(ds_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_set(ds_err *e, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    e->code = code;
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-}
-
 static void kv_err(ds_err *e, int rc, const char *what, const char *err)
 {
-    err_set(e, rc == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "%s failed: %s", what, err);
+    ds_err_set(e, rc == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "%s failed: %s", what, err);
 }
 
 static void state_free(qstate *s)
@@ -557,17 +547,17 @@ static int cursor_position(const plan *p, const dsq_query *q, dsq_bytes cb, buf 
 {
     dsq_cursor c;
     char err[200];
-    if (dsq_cursor_decode(cb.p, cb.n, &c, err, sizeof err) < 0) { err_set(e, DS_BAD_REQUEST, "%s", err); return -1; }
+    if (dsq_cursor_decode(cb.p, cb.n, &c, err, sizeof err) < 0) { ds_err_set(e, DS_BAD_REQUEST, "%s", err); return -1; }
     int rc = -1, flip = -1;
     if (c.fingerprint != dsq_fingerprint(q)) {
-        err_set(e, DS_BAD_REQUEST, "the cursor does not match this query");
+        ds_err_set(e, DS_BAD_REQUEST, "the cursor does not match this query");
         goto out;
     }
     int c_key = (c.dirs >> 30) & 1;
     int p_key = p->n_post && !strcmp(p->post_prop[p->n_post - 1], "__key__");
     size_t c_vals = c.n_orders - (size_t)c_key, p_vals = p->n_post - (size_t)p_key;
     if (c.n_orders < c_key || c_vals != p_vals) {
-        err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders");
+        ds_err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort orders");
         goto out;
     }
     if (p->type != PLAN_INDEX) {
@@ -581,7 +571,7 @@ static int cursor_position(const plan *p, const dsq_query *q, dsq_bytes cb, buf 
         }
         if (flip == -1) flip = 0;
     }
-    if (flip < 0) { err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
+    if (flip < 0) { ds_err_set(e, DS_BAD_REQUEST, "the cursor does not match this query's sort directions"); goto out; }
     buf_reset(pos);
     *has_pos = c.has_position;
     *incl = c.has_position ? (c.inclusive ^ flip) : 0;
@@ -605,7 +595,7 @@ static int cursor_position(const plan *p, const dsq_query *q, dsq_bytes cb, buf 
         buf_append(pos, c.key.p, c.key.n);
     } else if (flip) {
         /* The start of the reversed query is this query's end. */
-        err_set(e, DS_BAD_REQUEST, "a cursor at the start of a query cannot resume its reverse");
+        ds_err_set(e, DS_BAD_REQUEST, "a cursor at the start of a query cannot resume its reverse");
         goto out;
     }
     rc = 0;
@@ -620,13 +610,13 @@ static int txn_note(datastore *ds, const dsq_query *q, kv_txn *kt, ds_err *e)
 {
     if (!q->has_transaction) return 0;
     if (!q->has_ancestor) {
-        err_set(e, DS_BAD_REQUEST, "Only ancestor queries are allowed inside transactions.");
+        ds_err_set(e, DS_BAD_REQUEST, "Only ancestor queries are allowed inside transactions.");
         return -1;
     }
     ds_ref anc;
     char err[200];
     if (ds_ref_decode(q->ancestor.p, q->ancestor.n, &anc, err, sizeof err) < 0) {
-        err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err);
+        ds_err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err);
         return -1;
     }
     int rc = ds_txn_note_read(ds, q->app, q->txn_handle, kt, &anc, e);
@@ -729,7 +719,7 @@ static int run_batch(dsq_engine *eng, qstate *st, kv_txn *kt, int64_t count, int
             pb_put_bytes(&results, 2, ev, evn);
         } else if (put_key_entity(&results, kt, p, q, path, pathn, row, (size_t)(vals_end - row)) < 0) {
             free(row);
-            err_set(e, DS_INTERNAL_ERROR, "an index row of kind %s is malformed", p->kind ? p->kind : "");
+            ds_err_set(e, DS_INTERNAL_ERROR, "an index row of kind %s is malformed", p->kind ? p->kind : "");
             goto out;
         }
         emitted++;
@@ -784,7 +774,7 @@ static int64_t batch_size(int has_count, int64_t count, int has_limit, int64_t l
 static int check_app(const char *caller, const char *app, ds_err *e)
 {
     if (strcmp(caller, app) != 0) {
-        err_set(e, DS_BAD_REQUEST, "app %s cannot access app %s's data", caller, app);
+        ds_err_set(e, DS_BAD_REQUEST, "app %s cannot access app %s's data", caller, app);
         return -1;
     }
     return 0;
@@ -796,7 +786,7 @@ int dsq_run_query(dsq_engine *eng, const char *app, const uint8_t *req, size_t n
     qstate *st = xcalloc(1, sizeof *st);
     st->remaining = -1;
     if (dsq_query_decode(req, n, &st->q, err, sizeof err) < 0) {
-        err_set(e, DS_BAD_REQUEST, "%s", err);
+        ds_err_set(e, DS_BAD_REQUEST, "%s", err);
         free(st);
         return -1;
     }
@@ -804,7 +794,7 @@ int dsq_run_query(dsq_engine *eng, const char *app, const uint8_t *req, size_t n
     int rc = -1;
     kv_txn *kt = NULL;
     if (check_app(app, q->app, e) < 0) goto out;
-    if (q->search_query) { err_set(e, DS_BAD_REQUEST, "search queries are not supported by the datastore"); goto out; }
+    if (q->search_query) { ds_err_set(e, DS_BAD_REQUEST, "search queries are not supported by the datastore"); goto out; }
     st->app = xstrdup(app);
     if (random_bytes(&st->id, sizeof st->id) < 0) st->id = (uint64_t)now_us();
     for (int attempt = 0;; attempt++) {
@@ -886,10 +876,10 @@ int dsq_next(dsq_engine *eng, const char *app, const uint8_t *req, size_t n, buf
         else if (pb_skip(&r, wt, f) < 0) break;
     }
     free(capp);
-    if (rc < 0 || r.err || !has_cursor) { err_set(e, DS_BAD_REQUEST, "the NextRequest message is malformed"); return -1; }
-    if (count < 0 || offset < 0) { err_set(e, DS_BAD_REQUEST, "the NextRequest count and offset must not be negative"); return -1; }
+    if (rc < 0 || r.err || !has_cursor) { ds_err_set(e, DS_BAD_REQUEST, "the NextRequest message is malformed"); return -1; }
+    if (count < 0 || offset < 0) { ds_err_set(e, DS_BAD_REQUEST, "the NextRequest count and offset must not be negative"); return -1; }
     qstate *st = take(eng, id, app);
-    if (!st) { err_set(e, DS_BAD_REQUEST, "Cursor %llu not found; it may have expired or been deleted", (unsigned long long)id); return -1; }
+    if (!st) { ds_err_set(e, DS_BAD_REQUEST, "Cursor %llu not found; it may have expired or been deleted", (unsigned long long)id); return -1; }
     char err[256];
     kv_txn *kt = NULL;
     int ok = -1;
@@ -912,7 +902,7 @@ int dsq_delete_cursor(dsq_engine *eng, const char *app, const uint8_t *req, size
     pb_reader_init(&r, req, n);
     uint64_t id = 0;
     char *capp = NULL;
-    if (decode_cursor_msg(&r, &id, &capp) < 0) { free(capp); err_set(e, DS_BAD_REQUEST, "the Cursor message is malformed"); return -1; }
+    if (decode_cursor_msg(&r, &id, &capp) < 0) { free(capp); ds_err_set(e, DS_BAD_REQUEST, "the Cursor message is malformed"); return -1; }
     free(capp);
     state_free(take(eng, id, app));
     return 0;
@@ -942,7 +932,7 @@ int dsq_configure_app(datastore *ds, const char *app, const char *app_dir, int r
     char err[300];
     dsq_index_list l = {0};
     if (app_dir && dsq_indexyaml_load(app_dir, &l, err, sizeof err) < 0) {
-        err_set(e, DS_BAD_REQUEST, "%s", err);
+        ds_err_set(e, DS_BAD_REQUEST, "%s", err);
         return -1;
     }
     int rc = -1;

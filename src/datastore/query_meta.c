@@ -18,16 +18,6 @@
 #include "datastore/query_plan.h"
 #include "proto/pb.h"
 
-static void err_set(ds_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_set(ds_err *e, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    e->code = code;
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-}
-
 typedef struct {
     buf lo, hi;
     int has_lo, has_hi, lo_incl, hi_incl;
@@ -59,14 +49,14 @@ static int read_key_filters(const dsq_query *q, keyrange *r, ds_err *e)
     for (size_t i = 0; i < q->n_filters; i++) {
         const dsq_filter *f = &q->filters[i];
         if (strcmp(f->prop, "__key__") != 0) {
-            err_set(e, DS_BAD_REQUEST, "metadata queries can only filter on __key__, not %s", f->prop);
+            ds_err_set(e, DS_BAD_REQUEST, "metadata queries can only filter on __key__, not %s", f->prop);
             return -1;
         }
         ds_value v;
         char err[200];
         if (!f->n_values || ds_value_decode(f->values[0].p, f->values[0].n, &v, err, sizeof err) < 0 || v.type != DSV_REF) {
             if (f->n_values && v.type != DSV_REF) ds_value_free(&v);
-            err_set(e, DS_BAD_REQUEST, "a __key__ filter value must be a key");
+            ds_err_set(e, DS_BAD_REQUEST, "a __key__ filter value must be a key");
             return -1;
         }
         buf pb = BUF_INIT;
@@ -177,17 +167,17 @@ int meta_run(datastore *ds, kv_txn *kt, const dsq_query *q, buf *resp, ds_err *e
     if (read_key_filters(q, &kr, e) < 0) goto out;
     for (size_t i = 0; i < q->n_orders; i++)
         if (strcmp(q->orders[i].prop, "__key__") || q->orders[i].desc) {
-            err_set(e, DS_BAD_REQUEST, "metadata queries can only be sorted by __key__ ascending");
+            ds_err_set(e, DS_BAD_REQUEST, "metadata queries can only be sorted by __key__ ascending");
             goto out;
         }
     if (q->has_ancestor) {
         ds_ref anc;
-        if (ds_ref_decode(q->ancestor.p, q->ancestor.n, &anc, err, sizeof err) < 0) { err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err); goto out; }
+        if (ds_ref_decode(q->ancestor.p, q->ancestor.n, &anc, err, sizeof err) < 0) { ds_err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err); goto out; }
         int ok = !strcmp(kind, "__property__") && anc.nelems >= 1 && anc.elems[0].has_name &&
                  anc.elems[0].type.n == 8 && !memcmp(anc.elems[0].type.p, "__kind__", 8);
         if (ok) { buf_append(&only_kind, anc.elems[0].name.p, anc.elems[0].name.n); has_only_kind = 1; }
         ds_ref_free(&anc);
-        if (!ok) { err_set(e, DS_BAD_REQUEST, "only __property__ queries take an ancestor, and it must be a __kind__ key"); goto out; }
+        if (!ok) { ds_err_set(e, DS_BAD_REQUEST, "only __property__ queries take an ancestor, and it must be a __kind__ key"); goto out; }
     }
     int r = kv_cursor_open(kt, &c, err, sizeof err);
     if (r != KV_OK) goto kverr;
@@ -293,7 +283,7 @@ int meta_run(datastore *ds, kv_txn *kt, const dsq_query *q, buf *resp, ds_err *e
     rc = 0;
     goto out;
 kverr:
-    err_set(e, r == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "a metadata scan failed: %s", err);
+    ds_err_set(e, r == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "a metadata scan failed: %s", err);
 out:
     if (c) kv_cursor_close(c);
     for (size_t i = 0; i < n_items; i++) buf_free(&items[i].names);

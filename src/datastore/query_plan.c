@@ -33,8 +33,7 @@
 
 #define KEY_PROP "__key__"
 
-static void err_set(ds_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_set(ds_err *e, int code, const char *fmt, ...)
+void ds_err_set(ds_err *e, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -161,7 +160,7 @@ fail:
     if (c) kv_cursor_close(c);
     buf_free(&pre);
     dsq_index_list_free(out);
-    err_set(e, rc == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "reading index definitions failed: %s", err);
+    ds_err_set(e, rc == KV_CONFLICT ? DS_CONCURRENT_TRANSACTION : DS_INTERNAL_ERROR, "reading index definitions failed: %s", err);
     return -1;
 }
 
@@ -293,7 +292,7 @@ int dsq_create_index(datastore *ds, const char *app, const dsq_index *ix, ds_err
         if (rc == KV_OK) return 0;
         if (rc != KV_CONFLICT) break;
     }
-    err_set(e, DS_INTERNAL_ERROR, "creating the composite index on %s failed: %s", ix->kind, err);
+    ds_err_set(e, DS_INTERNAL_ERROR, "creating the composite index on %s failed: %s", ix->kind, err);
     return -1;
 }
 
@@ -344,9 +343,9 @@ static void add_exists(norm *n, const char *prop)
 static int decode_value(const dsq_filter *f, size_t i, ds_value *v, ds_err *e)
 {
     char err[200];
-    if (i >= f->n_values) { err_set(e, DS_BAD_REQUEST, "the filter on %s has no value", f->prop); return -1; }
+    if (i >= f->n_values) { ds_err_set(e, DS_BAD_REQUEST, "the filter on %s has no value", f->prop); return -1; }
     if (ds_value_decode(f->values[i].p, f->values[i].n, v, err, sizeof err) < 0) {
-        err_set(e, DS_BAD_REQUEST, "the filter value for %s is malformed: %s", f->prop, err);
+        ds_err_set(e, DS_BAD_REQUEST, "the filter value for %s is malformed: %s", f->prop, err);
         return -1;
     }
     return 0;
@@ -377,16 +376,16 @@ static int normalize(const dsq_query *q, norm *n, plan *p, ds_err *e)
         int op = f->op;
         if (op == DSQ_IN && f->n_values == 1) op = DSQ_EQ;
         if (op == DSQ_IN || op == DSQ_NE || op == DSQ_NOT_IN) {
-            err_set(e, DS_BAD_REQUEST, "the %s operator on %s must be expanded into several queries by the client",
+            ds_err_set(e, DS_BAD_REQUEST, "the %s operator on %s must be expanded into several queries by the client",
                     op == DSQ_IN ? "IN" : op == DSQ_NE ? "!=" : "NOT IN", f->prop);
             return -1;
         }
-        if (op == DSQ_REGION) { err_set(e, DS_BAD_REQUEST, "geographic region filters are not supported"); return -1; }
+        if (op == DSQ_REGION) { ds_err_set(e, DS_BAD_REQUEST, "geographic region filters are not supported"); return -1; }
         if (op == DSQ_EXISTS) continue;
         if (!strcmp(f->prop, KEY_PROP)) {
             ds_value v;
             if (decode_value(f, 0, &v, e) < 0) return -1;
-            if (v.type != DSV_REF) { ds_value_free(&v); err_set(e, DS_BAD_REQUEST, "a __key__ filter value must be a key"); return -1; }
+            if (v.type != DSV_REF) { ds_value_free(&v); ds_err_set(e, DS_BAD_REQUEST, "a __key__ filter value must be a key"); return -1; }
             buf pb = BUF_INIT;
             kc_put_path(&pb, v.ref.elems, v.ref.nelems);
             ds_value_free(&v);
@@ -406,19 +405,19 @@ static int normalize(const dsq_query *q, norm *n, plan *p, ds_err *e)
             continue;
         }
         if (op == DSQ_EQ) {
-            if (n->n_eq >= PLAN_MAX_SCANS) { err_set(e, DS_BAD_REQUEST, "the query has more than %d equality filters", PLAN_MAX_SCANS); return -1; }
+            if (n->n_eq >= PLAN_MAX_SCANS) { ds_err_set(e, DS_BAD_REQUEST, "the query has more than %d equality filters", PLAN_MAX_SCANS); return -1; }
             if (decode_value(f, 0, &n->eqv[n->n_eq], e) < 0) return -1;
             n->eq[n->n_eq++] = f;
         } else {
             if (n->ineq && strcmp(n->ineq, f->prop) != 0) {
-                err_set(e, DS_BAD_REQUEST, "Only one inequality filter per query is supported. Encountered both %s and %s", n->ineq, f->prop);
+                ds_err_set(e, DS_BAD_REQUEST, "Only one inequality filter per query is supported. Encountered both %s and %s", n->ineq, f->prop);
                 return -1;
             }
             n->ineq = f->prop;
         }
     }
     if (n->ineq && key_ineq) {
-        err_set(e, DS_BAD_REQUEST, "Only one inequality filter per query is supported. Encountered both %s and %s", n->ineq, KEY_PROP);
+        ds_err_set(e, DS_BAD_REQUEST, "Only one inequality filter per query is supported. Encountered both %s and %s", n->ineq, KEY_PROP);
         return -1;
     }
     /* Orders: drop equality-filtered and repeated properties; stop at __key__. */
@@ -432,7 +431,7 @@ static int normalize(const dsq_query *q, norm *n, plan *p, ds_err *e)
     }
     if (n->ineq) {
         if (n->n_orders && strcmp(n->orders[0].prop, n->ineq) != 0) {
-            err_set(e, DS_BAD_REQUEST, "The first sort property must be the same as the property to which the "
+            ds_err_set(e, DS_BAD_REQUEST, "The first sort property must be the same as the property to which the "
                     "inequality filter is applied. In your query the first sort property is %s but the "
                     "inequality filter is on %s", n->orders[0].prop, n->ineq);
             return -1;
@@ -440,7 +439,7 @@ static int normalize(const dsq_query *q, norm *n, plan *p, ds_err *e)
         if (!n->n_orders) { n->orders[0].prop = n->ineq; n->orders[0].desc = 0; n->n_orders = 1; }
     }
     if (key_ineq && (n->n_orders || (q->n_orders && strcmp(q->orders[0].prop, KEY_PROP)))) {
-        err_set(e, DS_BAD_REQUEST, "The first sort property must be the same as the property to which the "
+        ds_err_set(e, DS_BAD_REQUEST, "The first sort property must be the same as the property to which the "
                 "inequality filter is applied. In your query the first sort property is %s but the "
                 "inequality filter is on %s", n->n_orders ? n->orders[0].prop : q->orders[0].prop, KEY_PROP);
         return -1;
@@ -449,7 +448,7 @@ static int normalize(const dsq_query *q, norm *n, plan *p, ds_err *e)
     for (size_t i = 0; i < q->n_filters; i++)
         if (q->filters[i].op == DSQ_EXISTS) add_exists(n, q->filters[i].prop);
     for (size_t i = 0; i < q->n_projection; i++) {
-        if (!strcmp(q->projection[i], KEY_PROP)) { err_set(e, DS_BAD_REQUEST, "__key__ cannot be projected"); return -1; }
+        if (!strcmp(q->projection[i], KEY_PROP)) { ds_err_set(e, DS_BAD_REQUEST, "__key__ cannot be projected"); return -1; }
         add_exists(n, q->projection[i]);
     }
     for (size_t i = 0; i < q->n_group_by; i++) add_exists(n, q->group_by[i]);
@@ -571,7 +570,7 @@ static int group_prefix(const dsq_query *q, plan *p, ds_err *e)
     p->n_group = q->n_group_by;
     return 0;
 bad:
-    err_set(e, DS_BAD_REQUEST, "a distinct query must sort by its group-by properties first");
+    ds_err_set(e, DS_BAD_REQUEST, "a distinct query must sort by its group-by properties first");
     return -1;
 }
 
@@ -593,13 +592,13 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
     if (q->has_ancestor) {
         char err[200];
         if (ds_ref_decode(q->ancestor.p, q->ancestor.n, &anc, err, sizeof err) < 0) {
-            err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err);
+            ds_err_set(e, DS_BAD_REQUEST, "the query ancestor is malformed: %s", err);
             return -1;
         }
-        if (!ds_ref_complete(&anc)) { err_set(e, DS_BAD_REQUEST, "the query ancestor key is incomplete"); goto out; }
+        if (!ds_ref_complete(&anc)) { ds_err_set(e, DS_BAD_REQUEST, "the query ancestor key is incomplete"); goto out; }
         if (anc.app.n != app.n || (app.n && memcmp(anc.app.p, app.p, app.n)) ||
             anc.ns.n != ns.n || (ns.n && memcmp(anc.ns.p, ns.p, ns.n))) {
-            err_set(e, DS_BAD_REQUEST, "the query ancestor belongs to another app or namespace");
+            ds_err_set(e, DS_BAD_REQUEST, "the query ancestor belongs to another app or namespace");
             goto out;
         }
         kc_put_path_prefix(&p->ancestor_path, anc.elems, anc.nelems);
@@ -610,7 +609,7 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
     if (!q->kind || (!n.n_eq && !n.n_orders && !n.n_exists)) {
         /* Entities or the kind index, in key order. */
         if (!q->kind && (n.n_eq || n.ineq || n.n_orders || n.n_exists)) {
-            err_set(e, DS_BAD_REQUEST, "kindless queries can only filter on __key__ and ancestor and sort by __key__");
+            ds_err_set(e, DS_BAD_REQUEST, "kindless queries can only filter on __key__ and ancestor and sort by __key__");
             goto out;
         }
         p->type = q->kind ? PLAN_KIND : PLAN_ENTITY;
@@ -641,7 +640,7 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
     if (n.key_desc) {
         /* Ties broken by key descending: the key becomes the composite
          * index's last property, as App Engine indexes it. */
-        if (n.n_orders >= DSQ_MAX_ORDERS - 1) { err_set(e, DS_BAD_REQUEST, "the query has too many sort orders"); goto out; }
+        if (n.n_orders >= DSQ_MAX_ORDERS - 1) { ds_err_set(e, DS_BAD_REQUEST, "the query has too many sort orders"); goto out; }
         n.orders[n.n_orders].prop = KEY_PROP;
         n.orders[n.n_orders].desc = 1;
         n.n_orders++;
@@ -662,7 +661,7 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
         const char *eqn[PLAN_MAX_SCANS];
         size_t n_eqn = eq_names(&n, eqn);
         if (n_eqn != n.n_eq) {
-            err_set(e, DS_BAD_REQUEST, "several equality filters on one property cannot be combined with sort orders or projections");
+            ds_err_set(e, DS_BAD_REQUEST, "several equality filters on one property cannot be combined with sort orders or projections");
             goto out;
         }
         dsq_index_list ixs;
@@ -677,7 +676,7 @@ int plan_build(datastore *ds, kv_txn *kt, const dsq_query *q, plan *p, int *retr
             if (dsq_read_mode(kt, q->app)) {
                 buf y = BUF_INIT;
                 dsq_index_yaml(&want, &y);
-                err_set(e, DS_NEED_INDEX, "This query requires a composite index that is not defined. "
+                ds_err_set(e, DS_NEED_INDEX, "This query requires a composite index that is not defined. "
                         "You must update the index.yaml file in your application root.\n"
                         "The following index is the minimum index required:\n%s", buf_cstr(&y));
                 buf_free(&y);

@@ -62,6 +62,8 @@ int  dsq_read_mode(kv_txn *kt, const char *app);   /* 1 strict, 0 auto */
 /* Create an index in a write transaction of its own and fill it. */
 int  dsq_create_index(datastore *ds, const char *app, const dsq_index *ix, ds_err *e);
 void dsq_index_def_encode(const dsq_index *ix, buf *out);   /* storage Index message */
+/* Fills e with code and a printf-formatted sentence for the client. */
+void ds_err_set(ds_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Decode a stored CompositeIndex (as M rows hold) into ix. */
 int  dsq_index_def_decode(const uint8_t *p, size_t n, dsq_index *ix);
 

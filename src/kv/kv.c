@@ -12,10 +12,10 @@ kv_engine *kv_open(const char *spec, char *err, size_t errlen)
 {
     if (!spec || !*spec) { set_err(err, errlen, "no datastore engine was given"); return NULL; }
     if (!strncmp(spec, "lmdb:", 5)) return kv_lmdb_open(spec + 5, err, errlen);
-    if (!strncmp(spec, "postgres:", 9) || !strncmp(spec, "postgresql:", 11)) {
-        set_err(err, errlen, "the PostgreSQL datastore engine is not built into this Cyclozzo");
-        return NULL;
-    }
+    /* libpq URIs as they are; "postgres:KEY=VALUE ..." for keyword form. */
+    if (!strncmp(spec, "postgres://", 11) || !strncmp(spec, "postgresql://", 13))
+        return kv_postgres_open(spec, err, errlen);
+    if (!strncmp(spec, "postgres:", 9)) return kv_postgres_open(spec + 9, err, errlen);
     return kv_lmdb_open(spec, err, errlen);
 }
 

@@ -9,9 +9,10 @@
  *               CYCLOZZO_HOME/datastore/. Writers are serialized by LMDB, so
  *               every write transaction is serializable and never conflicts;
  *               readers see a snapshot. Commits are synced to disk.
- *   postgres.c  (planned) one `kv(k bytea primary key, v bytea)` table used
- *               at SERIALIZABLE isolation; a serialization failure surfaces
- *               as KV_CONFLICT from any call, and callers retry.
+ *   postgres.c  one `kv(k bytea primary key, v bytea)` table used at
+ *               SERIALIZABLE isolation (reads: REPEATABLE READ READ ONLY); a
+ *               serialization failure surfaces as KV_CONFLICT from any call,
+ *               and callers retry.
  *
  * Usage: begin a transaction, get/put/del and scan with cursors, then
  * commit (or abort). Any call may return KV_CONFLICT: the caller aborts the
@@ -19,9 +20,11 @@
  * read-only transaction is simply aborted when done.
  *
  * Memory: bytes returned by kv_get and the cursor accessors belong to the
- * engine and stay valid until the next call on the same transaction (or its
- * cursors) that modifies data, and never after the transaction ends. Copy
- * what you keep. Keys are at most KV_MAX_KEY bytes.
+ * engine. They stay valid until the first of: the next call on the same
+ * transaction (or its cursors) that modifies data, the 8th kv_get after it
+ * (for kv_get results), the cursor's 16th step after it (for cursor rows),
+ * the end of the transaction. Copy what you keep. Keys are at most
+ * KV_MAX_KEY bytes.
  *
  * Threads: an engine is shared by all threads; a transaction and its cursors
  * are used by one thread at a time, and a thread must not begin a second
@@ -50,12 +53,13 @@ enum {
 #define KV_MAX_KEY 511
 
 /* Open an engine. spec is "lmdb:DIR" (optionally "lmdb:DIR?map=BYTES" for
- * the starting map size, "&nosync=1" to skip fsync for throwaway data), or a
- * plain directory path (LMDB).
+ * the starting map size, "&nosync=1" to skip fsync for throwaway data), a
+ * plain directory path (LMDB), or PostgreSQL: a libpq URI
+ * "postgresql://..." / "postgres://...", or "postgres:" + libpq keywords.
  * The directory is created if missing. NULL + err on failure. */
 kv_engine *kv_open(const char *spec, char *err, size_t errlen);
 void kv_close(kv_engine *e);
-/* Short engine name for logs: "lmdb". */
+/* Short engine name for logs: "lmdb" or "postgres". */
 const char *kv_engine_name(const kv_engine *e);
 
 /* Begin a transaction: write=0 read-only snapshot, write=1 read-write. */

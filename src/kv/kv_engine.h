@@ -27,5 +27,6 @@ struct kv_txn    { kv_engine *e; };
 struct kv_cursor { kv_txn *t; };
 
 kv_engine *kv_lmdb_open(const char *dir, char *err, size_t errlen);
+kv_engine *kv_postgres_open(const char *conninfo, char *err, size_t errlen);
 
 #endif

@@ -41,6 +41,7 @@ static void up_close(upconn *u)
         close(u->fd);
     }
     buf_free(&u->in);
+    buf_free(&u->sink);
     /* Freed at the end of the loop turn: an event for u may be pending. */
     u->dead = 1;
     u->fd = -1;
@@ -289,6 +290,16 @@ static int relay_head(upconn *u)
         if (c->version_minor >= 1) u->rechunk = 1;
         else c->close_after = 1;
     }
+    u->blob_discard = 0;
+    if (c->t->r->c.blob && sendblob_head(c, &resp)) {
+        /* The router serves the blob; the app's own body is read and dropped. */
+        u->rechunk = 0;
+        u->blob_discard = 1;
+        buf_consume(&u->in, resp.head_len);
+        u->head_done = 1;
+        if (!resp.keep_alive) u->reused = -1;
+        return 1;
+    }
     thread_date(c->t);
     buf *o = &c->out;
     buf_printf(o, "HTTP/1.1 %d %.*s\r\n", resp.status, (int)resp.reason_len, resp.reason);
@@ -321,7 +332,7 @@ static int relay_head(upconn *u)
 static int relay_body(upconn *u, const char *in, size_t n, size_t *used)
 {
     rconn *c = u->c;
-    buf *o = &c->out;
+    buf *o = u->blob_discard ? &u->sink : &c->out;
     *used = 0;
     if (u->framing == 3) return 1;
     if (u->framing == 0) {
@@ -409,7 +420,9 @@ static int up_read(upconn *u)
                 }
             } else {
                 size_t used;
+                uint64_t keep_bytes = c->bytes_out;
                 int k = relay_body(u, buf_rp(&u->in), buf_unread(&u->in), &used);
+                if (u->blob_discard) { c->bytes_out = keep_bytes; buf_reset(&u->sink); }
                 buf_consume(&u->in, used);
                 if (k < 0) { fail_request(c, 502, "The app's instance sent a malformed response body."); return -1; }
                 if (k == 1) { body_done(u); return 1; }

@@ -79,6 +79,9 @@ static void reset_request(rconn *c)
     c->users_page = 0;
     free(c->u_query); free(c->u_host); free(c->u_origin);
     c->u_query = c->u_host = c->u_origin = NULL;
+    if (c->upload) upload_free(c);
+    free(c->range);
+    c->range = NULL;
 }
 
 void conn_close(rconn *c)
@@ -296,7 +299,7 @@ static int is_stripped_header(const http_header *h)
 
 /* Build the head the instance sees: the client's request without hop-by-hop
  * and X-AppEngine-* headers, plus App Engine's headers. */
-static int build_upstream_head(rconn *c, const http_request *req, const app_handler *h)
+int build_upstream_head(rconn *c, const http_request *req, const app_handler *h, const char *target, size_t target_len)
 {
     rthread *t = c->t;
     router *r = t->r;
@@ -304,7 +307,8 @@ static int build_upstream_head(rconn *c, const http_request *req, const app_hand
     buf_reset(b);
     buf_append(b, req->method, req->method_len);
     buf_putc(b, ' ');
-    buf_append(b, req->target, req->target_len);
+    if (target) buf_append(b, target, target_len);
+    else buf_append(b, req->target, req->target_len);
     buf_puts(b, " HTTP/1.1\r\n");
     const char *xff = NULL;
     size_t xff_len = 0;
@@ -495,7 +499,8 @@ static void on_head(rconn *c, const http_request *req)
     else c->body_left = req->content_length > 0 ? req->content_length : 0;
 
     if (req->version_minor == 1 && !req->host) { c->discard_body = 1; conn_send_error(c, 400, "Missing Host header."); return; }
-    if ((size_t)(req->content_length > 0 ? req->content_length : 0) > r->c.max_body) {
+    int upload = r->c.blob && upload_is_path(req);    /* streamed: not held to max_body */
+    if (!upload && (size_t)(req->content_length > 0 ? req->content_length : 0) > r->c.max_body) {
         c->close_after = 1;
         conn_send_error(c, 413, "The request body is larger than 32 MiB.");
         return;
@@ -509,6 +514,7 @@ static void on_head(rconn *c, const http_request *req)
         return;
     }
     find_user(c, req);
+    if (upload) { free(dpath); upload_begin(c, req); return; }
     int page = r->c.users ? users_page(dpath, (size_t)dl) : USERS_PAGE_NONE;
     if (page != USERS_PAGE_NONE) {
         /* Served here, before the app's handlers; a POST's form is read first. */
@@ -561,7 +567,8 @@ static void on_head(rconn *c, const http_request *req)
         return;
     }
     free(dpath);
-    build_upstream_head(c, req, h);
+    if (r->c.blob) upload_note_range(c, req);
+    build_upstream_head(c, req, h, NULL, 0);
     c->expect_continue = req->expect_continue;
     if (c->expect_continue && (c->body_chunked || c->body_left > 0))
         buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -572,6 +579,7 @@ static void on_head(rconn *c, const http_request *req)
 static int read_body(rconn *c)
 {
     router *r = c->t->r;
+    if (c->upload && !c->discard_body) return upload_read_body(c);
     buf *dst = c->discard_body ? NULL : &c->upbody;
     if (!c->body_chunked) {
         size_t n = buf_unread(&c->in);
@@ -617,6 +625,7 @@ static void body_complete(rconn *c)
 {
     if (c->discard_body) { c->state = CS_SEND; return; }
     if (c->users_page) { users_respond(c); return; }
+    if (c->upload) { upload_complete(c); return; }
     buf_printf(&c->upreq, "Content-Length: %zu\r\n\r\n", buf_unread(&c->upbody));
     proxy_dispatch(c);
 }

@@ -9,7 +9,8 @@
  * listening socket, connections, and idle upstream connections. One access
  * log line per request.
  *
- * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413);
+ * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413;
+ * Blobstore uploads stream to the blob store instead, see upload.c);
  * a head must arrive within 20 s, idle keep-alive connections close after
  * 60 s, a stalled body read after 30 s. Malformed requests get 400 and the
  * connection is closed. */
@@ -54,6 +55,9 @@ typedef struct {
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;
+    /* The Blobstore (api/blobstore.h): uploads to /_ah/upload/SESSION and
+     * responses carrying X-AppEngine-BlobKey. NULL: neither is handled. */
+    struct blob_service *blob;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

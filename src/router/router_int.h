@@ -77,6 +77,10 @@ typedef struct rconn {
     /* proxy */
     upconn *up;
     int retried;
+
+    /* blobstore (upload.c) */
+    struct upload *upload;         /* a POST to /_ah/upload/SESSION being streamed */
+    char *range;                   /* the client's Range header (malloc'ed), for send_blob */
 } rconn;
 
 struct upconn {
@@ -97,6 +101,8 @@ struct upconn {
     int64_t left;
     http_chunked ck;
     int rechunk;                   /* re-encode body as chunked for the client */
+    int blob_discard;              /* send_blob: the router serves the blob; drop the app's body */
+    buf sink;                      /* where the dropped body goes (reset every call) */
     int64_t idle_since_us;
 };
 
@@ -138,6 +144,20 @@ void conn_send_error(rconn *c, int status, const char *detail);
 void conn_close(rconn *c);
 int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
 void thread_date(rthread *t);
+
+/* router.c: the head the instance sees (target NULL = the client's). */
+int  build_upstream_head(rconn *c, const http_request *req, const app_handler *h, const char *target, size_t target_len);
+
+/* upload.c: Blobstore uploads (POST /_ah/upload/SESSION) and send_blob. */
+int  upload_is_path(const http_request *req);            /* needs r->c.blob too */
+void upload_begin(rconn *c, const http_request *req);    /* from on_head: state CS_BODY or an error queued */
+int  upload_read_body(rconn *c);                         /* as read_body */
+void upload_complete(rconn *c);                          /* the body is in: call the app's success path */
+void upload_free(rconn *c);                              /* from reset_request */
+void upload_note_range(rconn *c, const http_request *req);
+/* relay_head: the app's response carries X-AppEngine-BlobKey. 1 = the
+ * router's own head (and blob file) are queued on c; 0 = not a blob. */
+int  sendblob_head(rconn *c, const http_response *resp);
 
 /* static.c: build the response for a static handler into c->out (+ file). */
 void static_serve(rconn *c, const app_match *m, const http_request *req);

@@ -77,3 +77,30 @@ def cz(*args, env=None, check=True, timeout=120, **kw):
     if check and p.returncode != 0:
         raise AssertionError(f"cyclozzo {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+# CZ_TEST_DATASTORE=postgres runs the selected tests with the datastore on a
+# real PostgreSQL server (started once per session, a fresh database per
+# test) instead of LMDB: every process the tests start inherits
+# CYCLOZZO_DATASTORE. scripts/test.sh runs the datastore suites this way too.
+DATASTORE_ENGINE = os.environ.get("CZ_TEST_DATASTORE", "lmdb")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from pgserver import PgServer
+    srv = PgServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _datastore_engine(request, monkeypatch):
+    if DATASTORE_ENGINE != "postgres":
+        yield
+        return
+    srv = request.getfixturevalue("pg_server")
+    _datastore_engine.n = getattr(_datastore_engine, "n", 0) + 1
+    db = srv.create_db(f"t{_datastore_engine.n}")
+    monkeypatch.setenv("CYCLOZZO_DATASTORE", srv.uri(db))
+    yield

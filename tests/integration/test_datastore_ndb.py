@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import BIN, DATASTORE_ENGINE, ROOT
 
 APP = "dev~dstest"
 CZ_APISERVER = os.path.join(BIN, "cz-apiserver")
@@ -168,6 +168,9 @@ def test_acknowledged_writes_survive_kill9(cz_home):
         server.stop()
     # Index rows: read the LMDB file directly (mdb_dump) and check that every
     # acknowledged entity has its entity row, its kind row and property rows.
+    # (On PostgreSQL, test_kv_postgres.py counts the rows with psql.)
+    if DATASTORE_ENGINE == "postgres":
+        return
     dump = subprocess.run(["mdb_dump", "-p", os.path.join(cz_home, "datastore")],
                           capture_output=True, text=True, timeout=60)
     assert dump.returncode == 0, dump.stderr

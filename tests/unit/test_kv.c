@@ -1,6 +1,9 @@
-/* test_kv.c - the kv engine contract, exercised on LMDB: reads and writes,
- * abort, snapshot isolation, cursors both ways with seek, limits, map
- * growth, persistence across reopen, and several processes at once. */
+/* test_kv.c - the kv engine contract: reads and writes, abort, snapshot
+ * isolation, cursors both ways with seek, limits, persistence across
+ * reopen, several processes and threads at once. On LMDB by default (plus
+ * its map growth); on PostgreSQL when CZ_TEST_KV_PG holds a libpq
+ * connection string (tests/integration/test_kv_postgres.py starts a server
+ * and runs this binary so), each test starting from an emptied table. */
 #include "test.h"
 #include "tmpdir.h"
 
@@ -13,13 +16,55 @@ static char dir[256];
 static char spec[300];
 static char err[256];
 
+static const char *pg;    /* CZ_TEST_KV_PG, or NULL for LMDB */
+
+/* Deletes every row (PostgreSQL keeps its table between tests). */
+static void wipe(kv_engine *e)
+{
+    kv_txn *t;
+    kv_cursor *c;
+    if (kv_begin(e, 1, &t, err, sizeof err) != KV_OK) return;
+    kv_cursor_open(t, &c, err, sizeof err);
+    char k[KV_MAX_KEY];
+    for (int rc = kv_seek(c, NULL, 0, KV_FWD, err, sizeof err); rc == KV_OK; rc = kv_seek(c, NULL, 0, KV_FWD, err, sizeof err)) {
+        const void *kp; size_t kn;
+        kv_cursor_get(c, &kp, &kn, NULL, NULL);
+        memcpy(k, kp, kn);
+        kv_del(t, k, kn, err, sizeof err);
+    }
+    kv_cursor_close(c);
+    CHECK_INT(kv_commit(t, err, sizeof err), KV_OK);
+}
+
 static kv_engine *open_fresh(const char *suffix)
 {
     test_mkdtemp(dir, sizeof dir);
-    snprintf(spec, sizeof spec, "lmdb:%s/db%s", dir, suffix);
+    if (pg) snprintf(spec, sizeof spec, "postgres:%s", pg);
+    else snprintf(spec, sizeof spec, "lmdb:%s/db%s", dir, suffix);
     kv_engine *e = kv_open(spec, err, sizeof err);
     if (!e) printf("  open: %s\n", err);
+    if (e && pg) wipe(e);
     return e;
+}
+
+/* Runs one read-modify-write increment of key "ctr", retrying conflicts. */
+static int increment(kv_engine *e, char *kerr, size_t kerrlen)
+{
+    for (int attempt = 0; attempt < 200; attempt++) {
+        kv_txn *t;
+        int rc = kv_begin(e, 1, &t, kerr, kerrlen);
+        if (rc != KV_OK) return rc;
+        const void *v; size_t vn;
+        uint64_t n = 0;
+        rc = kv_get(t, "ctr", 3, &v, &vn, kerr, kerrlen);
+        if (rc == KV_OK && vn == 8) memcpy(&n, v, 8);
+        n++;
+        if (rc == KV_OK || rc == KV_NOTFOUND) rc = kv_put(t, "ctr", 3, &n, 8, kerr, kerrlen);
+        if (rc == KV_OK) rc = kv_commit(t, kerr, kerrlen);
+        else kv_abort(t);
+        if (rc != KV_CONFLICT) return rc;
+    }
+    return KV_CONFLICT;
 }
 
 static int put_s(kv_txn *t, const char *k, const char *v)
@@ -41,7 +86,7 @@ TEST(put_get_commit_abort)
     kv_engine *e = open_fresh("");
     CHECK(e != NULL);
     if (!e) return;
-    CHECK_STR(kv_engine_name(e), "lmdb");
+    CHECK_STR(kv_engine_name(e), pg ? "postgres" : "lmdb");
     kv_txn *t;
     CHECK_INT(kv_begin(e, 1, &t, err, sizeof err), KV_OK);
     CHECK_INT(put_s(t, "a", "1"), KV_OK);
@@ -192,7 +237,7 @@ TEST(limits_and_errors)
     kv_abort(t);
     kv_close(e);
     CHECK(kv_open("", err, sizeof err) == NULL);
-    CHECK(kv_open("postgres://x", err, sizeof err) == NULL);
+    CHECK(kv_open("postgresql://127.0.0.1:1/none", err, sizeof err) == NULL);
     CHECK(strstr(err, "PostgreSQL") != NULL);
     CHECK(kv_open("lmdb:/proc/cannot/be/here", err, sizeof err) == NULL);
     CHECK(strstr(err, "/proc/cannot/be/here") != NULL);
@@ -247,16 +292,8 @@ TEST(processes_share)
         if (pids[p] == 0) {
             kv_engine *ce = kv_open(spec, err, sizeof err);
             if (!ce) _exit(1);
-            for (int i = 0; i < INCS; i++) {
-                kv_txn *t;
-                if (kv_begin(ce, 1, &t, err, sizeof err) != KV_OK) _exit(2);
-                const void *v; size_t vn;
-                uint64_t n = 0;
-                if (kv_get(t, "ctr", 3, &v, &vn, err, sizeof err) == KV_OK && vn == 8) memcpy(&n, v, 8);
-                n++;
-                if (kv_put(t, "ctr", 3, &n, 8, err, sizeof err) != KV_OK) _exit(3);
-                if (kv_commit(t, err, sizeof err) != KV_OK) _exit(4);
-            }
+            for (int i = 0; i < INCS; i++)
+                if (increment(ce, err, sizeof err) != KV_OK) { fprintf(stderr, "  increment: %s\n", err); _exit(2); }
             kv_close(ce);
             _exit(0);
         }
@@ -290,13 +327,18 @@ static void *committer(void *arg)
         char k[32];
         snprintf(k, sizeof k, "t%ld-%02d", id, i);
         kv_txn *t;
-        if (kv_begin(shared, 1, &t, kerr, sizeof kerr) != KV_OK) return (void *)1;
-        if (kv_put(t, k, strlen(k), "v", 1, kerr, sizeof kerr) != KV_OK) { kv_abort(t); return (void *)2; }
-        if (kv_commit(t, kerr, sizeof kerr) != KV_OK) return (void *)3;
+        int rc = KV_CONFLICT;
+        for (int attempt = 0; attempt < 100 && rc == KV_CONFLICT; attempt++) {
+            if (kv_begin(shared, 1, &t, kerr, sizeof kerr) != KV_OK) return (void *)1;
+            rc = kv_put(t, k, strlen(k), "v", 1, kerr, sizeof kerr);
+            if (rc == KV_OK) rc = kv_commit(t, kerr, sizeof kerr);
+            else kv_abort(t);
+        }
+        if (rc != KV_OK) return (void *)3;
         /* Readers in between see it at once. */
         if (kv_begin(shared, 0, &t, kerr, sizeof kerr) != KV_OK) return (void *)4;
         const void *v; size_t vn;
-        int rc = kv_get(t, k, strlen(k), &v, &vn, kerr, sizeof kerr);
+        rc = kv_get(t, k, strlen(k), &v, &vn, kerr, sizeof kerr);
         kv_abort(t);
         if (rc != KV_OK) return (void *)5;
     }
@@ -333,11 +375,15 @@ TEST(concurrent_commits)
 
 int main(void)
 {
+    pg = getenv("CZ_TEST_KV_PG");
+    if (pg && !*pg) pg = NULL;
+    if (pg) printf("kv engine under test: PostgreSQL (%s)\n", pg);
+    fflush(stdout);
     RUN(put_get_commit_abort);
     RUN(snapshot_isolation);
     RUN(cursors);
     RUN(limits_and_errors);
-    RUN(map_grows);
+    if (!pg) RUN(map_grows);           /* LMDB's map only */
     RUN(processes_share);
     RUN(concurrent_commits);
     return test_report();

@@ -9,7 +9,7 @@
 
 #include <stdlib.h>
 
-static mc_store *store;
+static mc_backend *store;
 
 static api_reply call(const char *app, const char *method, buf *req)
 {
@@ -190,10 +190,10 @@ TEST(increment_shapes)
 
 int main(void)
 {
-    store = mc_store_new(1 << 20, 2);
+    store = mc_backend_embedded(1 << 20, 2);
     RUN(set_get_with_namespace_after_items);
     RUN(errors);
     RUN(increment_shapes);
-    mc_store_free(store);
+    mc_backend_free(store);
     return test_report();
 }
