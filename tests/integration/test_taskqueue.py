@@ -160,6 +160,10 @@ def test_forged_headers_get_nothing(tq):
               "X-AppEngine-Cron": "true", "X-Cyclozzo-Internal": "1700000000." + "0" * 64}
     r = requests.get(tq["base"] + "/admin/x", headers=forged, allow_redirects=False, timeout=10)
     assert r.status_code == 302 and "/_ah/login" in r.headers["Location"]
+    # a token of the right shape and time, but not signed with the installation's key
+    fresh = dict(forged, **{"X-Cyclozzo-Internal": "%d.%s" % (time.time(), "ab" * 32)})
+    r = requests.get(tq["base"] + "/admin/x", headers=fresh, allow_redirects=False, timeout=10)
+    assert r.status_code == 302 and "/_ah/login" in r.headers["Location"]
     r = requests.post(tq["base"] + "/work?tag=forged", headers=forged, data="x", timeout=10)
     assert r.status_code == 200
     h = seen(tq, "forged")[0]["headers"]
