@@ -254,12 +254,12 @@ static int do_add(tq_service *s, api_ctx *ctx, add_req *a, char **chosen, char *
         *chosen = NULL;
         return TQE_INVALID_REQUEST;
     }
+    if (a->defer_store) return TQE_OK;     /* BulkAdd stores (or ties) the batch itself */
     if (a->transactional) {
         int rc = add_transactional(s, ctx, qname, a, err, errlen);
         if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
         return rc;
     }
-    if (a->defer_store) return TQE_OK;     /* BulkAdd stores the batch in one transaction */
     int rc = tq_store_add(s->store, ctx->app_id, qname, &a->t, err, errlen);
     if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
     else log_debug("taskqueue", "app=%s queue=%s task=%s msg=\"added\"", log_q(ctx->app_id), qname, a->t.name);
@@ -289,7 +289,8 @@ static void Add(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
 
 /* BulkAdd: every task is validated on its own; the valid non-transactional
  * ones are then stored in one kv transaction (one synced commit for up to
- * 100 tasks), each still getting its own result code. */
+ * 100 tasks), each still getting its own result code. Transactional ones are
+ * tied to their datastore transaction only when all of them are valid. */
 static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
 {
     tq_service *s = ctx->service_data;
@@ -330,6 +331,17 @@ static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply
             queues[m] = a[i].queue ? a[i].queue : "default";
             tasks[m] = &a[i].t;
             out[m++] = &rcs[i];
+        }
+        /* Transactional tasks go all together or not at all: one failure
+         * skips the rest (SKIPPED), as App Engine does. */
+        int txn_failed = 0;
+        for (size_t i = 0; i < count; i++) if (a[i].transactional && rcs[i] != TQE_OK) txn_failed = 1;
+        for (size_t i = 0; i < count; i++) {
+            if (!a[i].transactional || rcs[i] != TQE_OK) continue;
+            if (txn_failed) { rcs[i] = TQE_SKIPPED; continue; }
+            char terr[300] = "";
+            rcs[i] = add_transactional(s, ctx, a[i].queue ? a[i].queue : "default", &a[i], terr, sizeof terr);
+            if (rcs[i] != TQE_OK) txn_failed = 1;
         }
         char err[300] = "";
         if (m && tq_store_add_many(s->store, ctx->app_id, queues, tasks, m, out, err, sizeof err) != TQE_OK)

@@ -316,3 +316,14 @@ def test_query_tasks_and_stats(tq):
     assert out["stats"][0] == 2 and out["stats"][1] == t["eta"]
     get(tq, "/purge", queue="parked")
     assert json.loads(get(tq, "/query", queue="parked"))["tasks"] == []
+
+
+def test_transactional_bulk_add_and_limit(tq):
+    assert json.loads(get(tq, "/txadd", tag="tx-bulk", mode="bulk")) == {"attempts": 1, "n": 1}
+    rows = wait_seen(tq, "tx-bulk", 2)
+    assert sorted(r["body"] for r in rows) == ["bulk-0", "bulk-1"]
+    # App Engine's limit: 5 tasks per transaction; the sixth is refused, the five run
+    assert json.loads(get(tq, "/txadd", tag="tx-many", mode="toomany")) == {"attempts": 2, "n": 1}
+    rows = wait_seen(tq, "tx-many", 5)
+    time.sleep(1)
+    assert sorted(r["body"] for r in seen(tq, "tx-many")) == ["many-%d" % i for i in range(5)]

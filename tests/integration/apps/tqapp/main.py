@@ -46,7 +46,16 @@ def txadd(tag, mode, countdown=0):
         c.n += 1
         c.put()
         kw = {"countdown": countdown} if countdown else {}
-        if mode == "deferred":
+        if mode == "bulk":
+            taskqueue.Queue("default").add([taskqueue.Task(url="/work/" + tag, payload="bulk-%d" % i) for i in range(2)],
+                                           transactional=True)
+        elif mode == "toomany":
+            try:
+                for i in range(6):
+                    taskqueue.add(url="/work/" + tag, payload="many-%d" % i, transactional=True)
+            except taskqueue.TooManyTasksError:
+                attempts.append("toomany")
+        elif mode == "deferred":
             deferred.defer(deferred_work, tag, 7, _transactional=True, **({"_countdown": countdown} if countdown else {}))
         else:
             taskqueue.add(url="/work/" + tag, payload="attempt-%d" % len(attempts), transactional=True, **kw)
