@@ -32,7 +32,7 @@
 #include "core/util.h"
 
 #define TICK_MS 100
-#define MAX_INFLIGHT 64        /* leased and not yet settled, all queues */
+#define MAX_INFLIGHT 64        /* deliveries waiting or under way, all queues */
 #define WORKERS 32             /* delivery threads */
 #define BATCH_MS 5             /* shortest loop turn while deliveries are in flight */
 #define CRON_QUEUE "__cron"
