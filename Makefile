@@ -15,10 +15,14 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -Isrc -MMD -MP
 LDLIBS  := -lyaml -lpcre2-8 -llmdb -lssl -lcrypto -lcurl -lseccomp -ljansson -lpthread -lm
+LDLIBS  += -lsqlite3   # Search API store (src/search/: FTS5)
 LDLIBS  += -lpq      # PostgreSQL kv engine (src/kv/postgres.c)
 PG_CFLAGS := -I$(shell pg_config --includedir)
 CFLAGS  += $(PG_CFLAGS)
 LDLIBS += -lmemcached   # memcache on memcached servers (src/api/memcache_memcached.c)
+LDLIBS  += $(shell pkg-config --libs vips) -lexif   # images service: libvips, libexif for metadata
+VIPS_CFLAGS := $(shell pkg-config --cflags vips)   # images service: libvips headers
+CFLAGS  += $(VIPS_CFLAGS)
 
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
 PY_LIBS   := $(shell pkg-config --libs python3-embed)
@@ -79,11 +83,19 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcyclozzo.a
 unit: $(UNIT_BIN)
 	@sh tests/unit/run.sh $(UNIT_BIN)
 
-# Fuzz targets: clang with libFuzzer, ASan and UBSan, over the library sources.
-FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) -fsanitize=fuzzer,address,undefined
-build/fuzz/%: fuzz/%.c $(LIB_SRC)
+# Fuzz targets: clang with libFuzzer, ASan and UBSan. The library is built
+# once with coverage instrumentation (fuzzer-no-link) into its own archive;
+# each target links against it.
+FUZZ_FLAGS  := -g -O1 -std=gnu11 -D_GNU_SOURCE -Isrc $(PG_CFLAGS) $(VIPS_CFLAGS) -MMD -MP
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+build/fuzz/libcyclozzo.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/%: fuzz/%.c build/fuzz/libcyclozzo.a
 	@mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libcyclozzo.a $(LDLIBS)
 
 fuzz: $(FUZZ_BIN)
 

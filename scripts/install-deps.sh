@@ -6,10 +6,12 @@ PKGS="build-essential pkg-config curl ca-certificates
  libyaml-dev libpcre2-dev liblmdb-dev lmdb-utils libssl-dev libcurl4-openssl-dev
  libseccomp-dev libjansson-dev python3 python3-dev python3-venv python3-pip
  clang libclang-rt-14-dev valgrind
+ libvips-dev libexif-dev
  postgresql libpq-dev
  golang-go
  openssl
- libmemcached-dev memcached"
+ libmemcached-dev memcached
+ libsqlite3-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -132,6 +132,12 @@ void api_on_stop(api_server *srv, void (*fn)(void *), void *data);
 void  api_share(api_server *srv, const char *name, void *p);
 void *api_shared(api_server *srv, const char *name);
 
+/* Plain HTTP GETs other than /rpc_http (the metadata server of
+ * app_identity.c): fn gets the request target and fills body, returning the
+ * HTTP status (200 answers application/json). Set before api_server_start. */
+typedef int (*api_http_fn)(void *data, const char *target, size_t len, buf *body);
+void api_set_http_get(api_server *srv, api_http_fn fn, void *data);
+
 /* A method about to wait a long time on the outside world (a network
  * fetch, a mail relay) calls api_blocking_begin(ctx) first and
  * api_blocking_end(ctx) after: while calls wait, the server keeps `threads`
@@ -147,5 +153,7 @@ int  api_server_stopping(const api_server *srv);
 /* taskqueue (taskqueue.c): push and pull queues stored in the "kv" engine.
  * Registered after datastore_v3. */
 void taskqueue_register(api_server *srv, const char *home);
+/* search.c: the Search API (src/search/, SQLite FTS5 per app). */
+void search_register(api_server *srv, const char *home);
 
 #endif

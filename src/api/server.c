@@ -105,6 +105,8 @@ struct api_server {
     long nconns;
     cleanup *cleanups;           /* api_on_stop: run newest first */
     shared *shares;              /* api_share: named pointers between services */
+    api_http_fn http_fn;         /* api_set_http_get: plain GETs (metadata server) */
+    void *http_data;
 };
 
 static uint32_t name_hash(const char *s, size_t sn, const char *m, size_t mn)
@@ -164,6 +166,12 @@ void api_share(api_server *srv, const char *name, void *p)
     srv->shares = s;
 }
 
+void api_set_http_get(api_server *srv, api_http_fn fn, void *data)
+{
+    srv->http_fn = fn;
+    srv->http_data = data;
+}
+
 void *api_shared(api_server *srv, const char *name)
 {
     for (shared *s = srv->shares; s; s = s->next)
@@ -213,7 +221,7 @@ static const char *rpc_code_name(int code)
 /* ---- the protocol engine ---- */
 
 enum { ST_HEAD, ST_BODY, ST_CHUNKED, ST_CLOSED };
-enum { DISP_CALL, DISP_NOT_FOUND, DISP_BAD_METHOD, DISP_TOO_LARGE };
+enum { DISP_CALL, DISP_NOT_FOUND, DISP_BAD_METHOD, DISP_TOO_LARGE, DISP_HTTP };
 
 struct api_conn {
     api_server *srv;
@@ -226,6 +234,7 @@ struct api_conn {
     int keep_alive, minor;
     double deadline_s;     /* < 0: none given */
     int64_t start_us;      /* when the head arrived */
+    char *target;          /* DISP_HTTP: the request target */
 };
 
 api_conn *api_conn_new(api_server *srv)
@@ -241,6 +250,7 @@ void api_conn_free(api_conn *c)
     if (!c) return;
     buf_free(&c->in);
     buf_free(&c->body);
+    free(c->target);
     free(c);
 }
 
@@ -382,6 +392,16 @@ static void finish_request(api_conn *c, const uint8_t *body, size_t n, buf *out)
     case DISP_BAD_METHOD:
         http_error(out, 405, "Allow: POST\r\n", c->keep_alive, c->minor);
         break;
+    case DISP_HTTP: {
+        buf b = BUF_INIT;
+        int st = c->srv->http_fn(c->srv->http_data, c->target, strlen(c->target), &b);
+        http_respond(out, st, "Metadata-Flavor: Google\r\n", st == 200 ? "application/json" : "text/plain; charset=utf-8",
+                     b.data ? b.data : "", b.len, c->keep_alive, c->minor);
+        buf_free(&b);
+        free(c->target);
+        c->target = NULL;
+        break;
+    }
     }
     c->state = c->keep_alive ? ST_HEAD : ST_CLOSED;
     buf_free(&c->body);
@@ -434,6 +454,11 @@ static int take_head(api_conn *c, buf *out)
     int is_post = req.method_len == 4 && !memcmp(req.method, "POST", 4);
     int is_rpc = req.path_len == strlen(RPC_PATH) && !memcmp(req.path, RPC_PATH, req.path_len);
     c->disp = !is_rpc ? DISP_NOT_FOUND : !is_post ? DISP_BAD_METHOD : DISP_CALL;
+    if (!is_rpc && srv->http_fn && req.method_len == 3 && !memcmp(req.method, "GET", 3)) {
+        c->disp = DISP_HTTP;
+        free(c->target);
+        c->target = xstrndup(req.target, req.target_len);
+    }
     int64_t cl = req.chunked ? -1 : req.content_length < 0 ? 0 : req.content_length;
     c->seen = cl > 0 ? cl : 0;      /* body size for messages; chunked bodies count up */
     if (cl > (int64_t)srv->max_request && c->disp == DISP_CALL) c->disp = DISP_TOO_LARGE;

@@ -6,8 +6,12 @@
  * blocks are kept apart so that independent additions merge cleanly). */
 #include "api/api.h"
 #include "api/blobstore.h"
+#include "api/images.h"
 #include "api/memcache.h"
 #include "api/users.h"
+#include "api/app_identity.h"
+#include "api/modules.h"
+#include "api/logservice.h"
 #include "api/urlfetch.h"
 #include "api/mail.h"
 
@@ -31,6 +35,18 @@ void api_register_all(api_server *srv, const char *home)
      * delivery by src/sched/scheduler.c in the daemon) */
     taskqueue_register(srv, home);
 
+    /* app_identity_service (app_identity.c: per-app RSA key, tokens, metadata server) */
+    app_identity_register(srv, home);
+
+    /* modules and system (modules.c: answers from the running app and its instances) */
+    modules_register(srv, home);
+
+    /* logservice (logservice.c: request and app logs in logs/store.c) */
+    logservice_register(srv, home);
+
+    /* search (search.c: the Search API over src/search/, SQLite FTS5 per app) */
+    search_register(srv, home);
+
     /* urlfetch (urlfetch.c over libcurl; netguard.c keeps apps off internal ports) */
     urlfetch_register(srv, home);
 
@@ -41,6 +57,11 @@ void api_register_all(api_server *srv, const char *home)
     /* blobstore (blobstore.c: metadata in datastore_v3's kv engine, so after
      * it; bytes in the blob store under blob.dir or home/blobs) */
     blobstore_register(srv, home);
+
+    /* images (images.c: Transform, Composite, Histogram on libvips via
+     * images/image.c, libvips started on the first call; blobs and serving
+     * URLs through the blobstore and the "kv" engine, so after both) */
+    images_register(srv, home);
 
     /* (further services: one block each, above this line) */
 }

@@ -2,9 +2,11 @@
  *
  *   cyclozzo --start application --dir DIR --port PORT [--host ADDR] [--foreground] [--dev]
  *            [--no-sandbox] [--blob-dir DIR] [--memcache-servers HOST:PORT[,HOST:PORT...]]
+ *            [--https-port PORT [--cert FILE --key FILE]...] [--domain NAME]
  *   cyclozzo --stop application (--dir DIR | --port PORT)
  *   cyclozzo --status
  *   cyclozzo --add-user EMAIL [--admin] [--password-stdin] | --remove-user EMAIL | --list-users
+ *   cyclozzo --logs APP [--follow] [--count N] | --verify-token TOKEN
  *   cyclozzo --mail-outbox APP [--show ID]
  *   cyclozzo --deliver-mail APP --to ADDRESS [FILE]
  *   cyclozzo --help | --version
@@ -25,6 +27,7 @@
 #include "cli/serve.h"
 #include "cli/state.h"
 #include "cli/usercmd.h"
+#include "cli/logscmd.h"
 #include "core/util.h"
 
 #define CYCLOZZO_VERSION "1.0.0-dev"
@@ -39,11 +42,15 @@ static void usage(FILE *f)
         "                               [--smtp-host H [--smtp-port P] [--smtp-user U\n"
         "                                --smtp-password-file F] [--smtp-starttls]]\n"
         "                               [--memcache-servers HOST:PORT[,HOST:PORT...]]\n"
+        "                               [--https-port PORT [--cert FILE --key FILE]...]\n"
+        "                               [--domain NAME]\n"
         "  cyclozzo --stop application (--dir DIR | --port PORT)\n"
         "  cyclozzo --status\n"
         "  cyclozzo --add-user EMAIL [--admin] [--password-stdin]\n"
         "  cyclozzo --remove-user EMAIL\n"
         "  cyclozzo --list-users\n"
+        "  cyclozzo --logs APP [--follow] [--count N]\n"
+        "  cyclozzo --verify-token TOKEN\n"
         "  cyclozzo --mail-outbox APP [--show ID]\n"
         "  cyclozzo --deliver-mail APP --to ADDRESS [FILE]\n"
         "  cyclozzo --help | --version\n"
@@ -53,6 +60,11 @@ static void usage(FILE *f)
         "  --stop application   stop the app and every process it started\n"
         "  --status             list running apps: dir, port, pid, instances, uptime\n"
         "  --foreground         stay attached and log to the terminal\n"
+        "  --https-port PORT    also serve HTTPS on PORT (TLS 1.2+); see docs/https.md\n"
+        "  --cert FILE --key FILE  PEM certificate and key for HTTPS; repeat the pair for\n"
+        "                       more domains (chosen by SNI; the first is the default).\n"
+        "                       Without them a self-signed one is made under $CYCLOZZO_HOME/tls\n"
+        "  --domain NAME        answer on NAME, APP.NAME and VERSION-dot-APP.NAME\n"
         "  --no-sandbox         run the app's instances unconfined (when not root, or\n"
         "                       the host has no namespaces); see docs/sandbox.md\n"
         "  --datastore SPEC     keep the datastore (and task queues) on another engine,\n"
@@ -69,6 +81,9 @@ static void usage(FILE *f)
         "                       the password is asked twice, or read from stdin\n"
         "  --remove-user EMAIL  delete an account\n"
         "  --list-users         list accounts: email, administrator, user id\n"
+        "  --logs APP           the app's newest requests (--count N, default 100), oldest\n"
+        "                       first, each with its app log lines; --follow keeps printing\n"
+        "  --verify-token TOKEN check an app_identity access token: app, scopes, expiry\n"
         "  --smtp-host H        relay apps' mail through the SMTP server H (else it is\n"
         "                       kept in the outbox); see docs/mail.md\n"
         "  --mail-outbox APP    list the mail APP sent that is kept in the outbox;\n"
@@ -87,6 +102,10 @@ typedef struct {
     const char *memcache_servers;
     const char *blob_dir;
     int list_users, admin, password_stdin;
+    const char *logs, *verify_token;
+    int follow, count;
+    int https_port, ncert, nkey;
+    const char *cert[16], *key[16], *domain;
     const char *smtp_host, *smtp_user, *smtp_password_file, *mail_outbox, *show, *deliver_mail, *to, *file;
     int smtp_port, smtp_starttls;
 } cli_opts;
@@ -208,6 +227,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--admin")) o.admin = 1;
         else if (!strcmp(a, "--password-stdin")) o.password_stdin = 1;
         else if (!strcmp(a, "--list-users")) o.list_users = 1;
+        else if (!strcmp(a, "--follow")) o.follow = 1;
+        else if (!strcmp(a, "--logs")) { if (!need_value(i, argc, argv)) return 2; o.logs = argv[++i]; }
+        else if (!strcmp(a, "--verify-token")) { if (!need_value(i, argc, argv)) return 2; o.verify_token = argv[++i]; }
+        else if (!strcmp(a, "--count")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.count)) return 2; i++; }
         else if (!strcmp(a, "--add-user")) { if (!need_value(i, argc, argv)) return 2; o.add_user = argv[++i]; }
         else if (!strcmp(a, "--remove-user")) { if (!need_value(i, argc, argv)) return 2; o.remove_user = argv[++i]; }
         else if (!strcmp(a, "--start")) { if (!need_value(i, argc, argv)) return 2; o.start = argv[++i]; }
@@ -216,6 +239,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--dir")) { if (!need_value(i, argc, argv)) return 2; o.dir = argv[++i]; }
         else if (!strcmp(a, "--host")) { if (!need_value(i, argc, argv)) return 2; o.host = argv[++i]; }
         else if (!strcmp(a, "--port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.port)) return 2; i++; }
+        else if (!strcmp(a, "--https-port")) { if (!need_value(i, argc, argv) || !parse_int(a, argv[i + 1], &o.https_port)) return 2; i++; }
+        else if (!strcmp(a, "--cert") || !strcmp(a, "--key")) {
+            if (!need_value(i, argc, argv)) return 2;
+            int *n = a[2] == 'c' ? &o.ncert : &o.nkey;
+            if (*n >= 16) { fprintf(stderr, "cyclozzo: at most 16 %s options\n", a); return 2; }
+            (a[2] == 'c' ? o.cert : o.key)[(*n)++] = argv[++i];
+        }
+        else if (!strcmp(a, "--domain")) { if (!need_value(i, argc, argv)) return 2; o.domain = argv[++i]; }
         else if (!strcmp(a, "--smtp-starttls")) o.smtp_starttls = 1;
         else if (!strcmp(a, "--smtp-host")) { if (!need_value(i, argc, argv)) return 2; o.smtp_host = argv[++i]; }
         else if (!strcmp(a, "--smtp-user")) { if (!need_value(i, argc, argv)) return 2; o.smtp_user = argv[++i]; }
@@ -247,6 +278,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "cyclozzo: --dev goes with --start application\n");
         return 2;
     }
+    if ((o.follow || o.count) && !o.logs) {
+        fprintf(stderr, "cyclozzo: %s goes with --logs APP\n", o.follow ? "--follow" : "--count");
+        return 2;
+    }
+    if (o.logs) return logscmd_show(o.logs, o.follow, o.count);
+    if (o.verify_token) return logscmd_verify_token(o.verify_token);
     if (o.show && !o.mail_outbox) {
         fprintf(stderr, "cyclozzo: --show goes with --mail-outbox APP\n");
         return 2;
@@ -288,6 +325,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "cyclozzo: --start application needs --dir DIR and --port PORT\n");
             return 2;
         }
+        if (o.ncert != o.nkey) {
+            fprintf(stderr, "cyclozzo: every --cert FILE needs its --key FILE (got %d --cert, %d --key)\n", o.ncert, o.nkey);
+            return 2;
+        }
+        if (o.ncert && !o.https_port) {
+            fprintf(stderr, "cyclozzo: --cert/--key go with --https-port PORT\n");
+            return 2;
+        }
         char blob_abs[PATH_MAX];
         if (o.blob_dir && o.blob_dir[0] != '/') {
             /* The daemon runs in "/": make a relative --blob-dir absolute now. */
@@ -312,6 +357,11 @@ int main(int argc, char **argv)
             }
             so.smtp_password_file = pwpath;
         }
+        so.https_port = o.https_port;
+        so.ncert = o.ncert;
+        so.nkey = o.nkey;
+        so.domain = o.domain;
+        for (int k = 0; k < o.ncert; k++) { so.cert[k] = o.cert[k]; so.key[k] = o.key[k]; }
         return serve_app(&so);
     }
     usage(stderr);

@@ -25,6 +25,9 @@
 
 #include "api/api.h"
 #include "api/blobstore.h"
+#include "api/app_identity.h"
+#include "api/logservice.h"
+#include "api/modules.h"
 #include "api/mail.h"
 #include "api/urlfetch.h"
 #include "api/taskqueue.h"
@@ -37,6 +40,7 @@
 #include "instance/manager.h"
 #include "instance/venv.h"
 #include "router/router.h"
+#include "router/tls.h"
 #include "sched/cron.h"
 #include "sched/queueyaml.h"
 #include "sched/scheduler.h"
@@ -115,8 +119,10 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     const char *home = cyclozzo_home();
     const char *project = strchr(app_id, '~') + 1;
     char err[2048] = "";
-    char hostport[128];
-    snprintf(hostport, sizeof hostport, "%s:%d", strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->port);
+    char hostport[512];
+    if (o->domain && o->port == 80) snprintf(hostport, sizeof hostport, "%s.%s", project, o->domain);
+    else if (o->domain) snprintf(hostport, sizeof hostport, "%s.%s:%d", project, o->domain, o->port);
+    else snprintf(hostport, sizeof hostport, "%s:%d", strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->port);
 
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -131,6 +137,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     users_ctx *users = NULL;
     instmgr *im = NULL;
     router *rt = NULL;
+    tls_ctx *tls = NULL;
     int rc = 1;
 
     /* Composite indexes of the app's index.yaml, built before serving (the
@@ -147,12 +154,20 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     if (o->blob_dir) api_share(api, "blob.dir", (void *)o->blob_dir);   /* absolute (main.c) */
     api_share(api, "app.hostname", hostport);
     api_register_all(api, home);
+    const char *md_secret = app_identity_metadata_enable(api, app_id);
     /* mail relay settings; the app's own public port stays fetchable */
     mail_config mc = {.smtp_host = o->smtp_host, .smtp_port = o->smtp_port, .smtp_user = o->smtp_user,
                       .smtp_password_file = o->smtp_password_file, .smtp_starttls = o->smtp_starttls};
     if (mail_configure(api, &mc, err, sizeof err) < 0) goto fail;
     urlfetch_allow_port(api, o->port);
     if (api_server_start(api, err, sizeof err) < 0) goto fail;
+    char md_host[128] = "";
+    if (md_secret) snprintf(md_host, sizeof md_host, "127.0.0.1:%d/%s", api_server_port(api), md_secret);
+    /* The request log: written by the router, read through the logservice. */
+    const char *rl = getenv("CYCLOZZO_REQUEST_LOG");
+    logstore *logs = rl && !strcmp(rl, "off") ? NULL : logservice_store(api, app_id, err, sizeof err);
+    if (rl && !strcmp(rl, "off")) log_warn("serve", "app=%s msg=\"request log off (CYCLOZZO_REQUEST_LOG=off)\"", project);
+    else if (!logs) log_error("serve", "app=%s msg=\"requests will not be logged\" reason=%s", project, log_q(err));
     log_info("serve", "app=%s msg=\"API server listening\" port=%d", project, api_server_port(api));
 
     /* Task queues and cron: queue.yaml goes to the taskqueue service, both
@@ -180,6 +195,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         .max_instances = cfg->scaling.kind == SCALING_MANUAL && cfg->scaling.instances > 0 ? cfg->scaling.instances
                          : cfg->scaling.max_instances > 0 ? cfg->scaling.max_instances : 4,
         .no_sandbox = o->no_sandbox,
+        .metadata_host = md_host[0] ? md_host : NULL,
     };
     /* Bind the port before starting instances, so a busy port fails fast. */
     static minter mt;
@@ -188,17 +204,47 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     mt.version = ic.version;
     users = users_ctx_new(home, o->dev, err, sizeof err);
     if (!users) goto fail_free;
+    if (o->https_port > 0) {
+        tls_config tc = {.n = o->ncert};
+        for (int i = 0; i < o->ncert; i++) { tc.cert[i] = o->cert[i]; tc.key[i] = o->key[i]; }
+        tls = tls_ctx_new(&tc, err, sizeof err);
+        if (!tls) goto fail_free;
+        if (o->selfsigned)
+            log_warn("serve", "app=%s msg=\"no --cert given: HTTPS uses a self-signed certificate that clients "
+                     "will not trust\" cert=%s state=%s", project, log_q(o->cert[0]),
+                     o->selfsigned == 2 ? "generated" : "reused");
+        for (int i = 0; i < tls_ctx_count(tls); i++)
+            log_info("serve", "app=%s msg=\"TLS certificate\" file=%s names=%s default=%d", project,
+                     log_q(o->cert[i]), log_q(tls_ctx_names(tls, i)), i == 0);
+    } else {
+        for (size_t i = 0; i < cfg->n_handlers; i++)
+            if (cfg->handlers[i].secure == SECURE_ALWAYS) {
+                log_warn("serve", "app=%s msg=\"a handler has secure: always but there is no --https-port: "
+                         "it is served over HTTP\" url=%s", project, log_q(cfg->handlers[i].url));
+                break;
+            }
+    }
     if (o->dev) log_warn("serve", "app=%s msg=\"development sign-in: any email signs in without a password\"", project);
     router_config rc_ = {
         .cfg = cfg, .host = o->host, .port = o->port, .threads = o->threads,
         .app_id = app_id, .default_hostname = hostport, .deadline_s = 60,
         .mint_ticket = mint_for_request, .mint_arg = &mt, .users = users,
         .verify_internal = verify_internal, .internal_arg = internal_key,
+        .https_port = o->https_port, .tls = tls, .domain = o->domain, .version = ic.version,
+        .service = cfg->service,
         .blob = blobstore_service(api),
+        .images = api_shared(api, "images"),
+        .logs = logs,
     };
     im = instmgr_new(&ic, err, sizeof err);
     if (!im) goto fail_free;
     rc_.im = im;
+    modules_info mi = {
+        .module = cfg->service ? cfg->service : "default", .version = ic.version, .hostname = hostport,
+        .manual_scaling = cfg->scaling.kind == SCALING_MANUAL, .instances = ic.min_instances,
+        .memory_mb = appcfg_memory_mb(cfg), .im = im,
+    };
+    modules_configure(api, &mi);
     rt = router_new(&rc_, err, sizeof err);
     if (!rt) goto fail_free;
     if (instmgr_start(im, 120000, err, sizeof err) < 0) goto fail_free;
@@ -226,6 +272,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     snprintf(st.log, sizeof st.log, "%s/logs/%s-%d.log", home, project, o->port);
     state_write(&st);
     log_info("serve", "app=%s msg=\"serving\" url=http://%s/ dir=%s", project, hostport, log_q(cfg->dir));
+    if (o->https_port > 0) log_info("serve", "app=%s msg=\"serving HTTPS\" port=%d", project, o->https_port);
     report(ready_fd, "OK\n");
     if (ready_fd >= 0) close(ready_fd);
 
@@ -249,6 +296,8 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     rc = 0;
     state_remove(o->port);
     router_free(rt);
+    modules_detach(api);
+    tls_ctx_free(tls);
     instmgr_stop(im);
     api_server_stop(api);
     users_ctx_free(users);
@@ -260,6 +309,8 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
 fail_free:
     cron_config_free(ccfg);
     if (rt) router_free(rt);
+    if (api) modules_detach(api);
+    tls_ctx_free(tls);
     if (im) instmgr_stop(im);
     users_ctx_free(users);
     free(run_dir);
@@ -288,6 +339,19 @@ int serve_app(const serve_opts *o)
         fprintf(stderr, "cyclozzo: --port must be between 1 and 65535\n");
         return 2;
     }
+    if (o->https_port < 0 || o->https_port > 65535 || (o->https_port && o->https_port == o->port)) {
+        fprintf(stderr, "cyclozzo: --https-port must be between 1 and 65535 and differ from --port\n");
+        return 2;
+    }
+    if (o->domain) {
+        int ok = *o->domain && o->domain[0] != '.' && o->domain[0] != '-' && strlen(o->domain) < 200;
+        for (const char *p = o->domain; ok && *p; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.';
+        if (!ok) {
+            fprintf(stderr, "cyclozzo: --domain %s is not a DNS name (letters, digits, '-' and '.')\n", o->domain);
+            return 2;
+        }
+    }
     app_config *cfg = appcfg_load(absdir, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "cyclozzo: %s\n", err);
@@ -308,6 +372,47 @@ int serve_app(const serve_opts *o)
     }
     char *appname = cfg->application ? xstrdup(cfg->application) : xstrdup(basename(absdir));
     char *app_id = xasprintf("dev~%s", appname);
+
+    /* HTTPS without --cert: a self-signed certificate under CYCLOZZO_HOME,
+     * made once and reused, announced on the terminal (and in the log). */
+    serve_opts so = *o;
+    o = &so;
+    static char ss_cert[PATH_MAX], ss_key[PATH_MAX];
+    /* The daemon works from "/": relative --cert/--key paths are made absolute here. */
+    static char abs_files[2][16][PATH_MAX];
+    for (int i = 0; i < so.ncert && i < 16; i++) {
+        if (realpath(so.cert[i], abs_files[0][i])) so.cert[i] = abs_files[0][i];
+        if (realpath(so.key[i], abs_files[1][i])) so.key[i] = abs_files[1][i];
+    }
+    if (so.https_port > 0 && so.ncert == 0) {
+        char *dir = xasprintf("%s/tls", home);
+        char *wild = so.domain ? xasprintf("*.%s", so.domain) : NULL;
+        const char *names[8];
+        int nn = 0;
+        names[nn++] = "localhost";
+        if (so.domain) { names[nn++] = so.domain; names[nn++] = wild; }
+        names[nn++] = "127.0.0.1";
+        names[nn++] = "::1";
+        if (strcmp(so.host, "0.0.0.0") && strcmp(so.host, "127.0.0.1") && strcmp(so.host, "::1")) names[nn++] = so.host;
+        names[nn] = NULL;
+        int created = 0;
+        int r = tls_selfsigned(dir, names, ss_cert, sizeof ss_cert, ss_key, sizeof ss_key, &created, err, sizeof err);
+        free(dir);
+        free(wild);
+        if (r < 0) {
+            fprintf(stderr, "cyclozzo: %s\n", err);
+            free(appname); free(app_id); appcfg_free(cfg);
+            return 1;
+        }
+        so.cert[0] = ss_cert;
+        so.key[0] = ss_key;
+        so.ncert = so.nkey = 1;
+        so.selfsigned = created ? 2 : 1;
+        printf("cyclozzo: no --cert given: HTTPS uses the self-signed certificate %s (%s; key %s). "
+               "Clients will not trust it; pass --cert FILE --key FILE for a real one.\n",
+               ss_cert, created ? "generated now" : "reused", ss_key);
+        fflush(stdout);
+    }
 
     /* Dependencies first, in the foreground, so progress is visible. */
     char venv[PATH_MAX] = "";
@@ -364,6 +469,9 @@ int serve_app(const serve_opts *o)
     if (strncmp(msg, "OK", 2) == 0) {
         printf("cyclozzo: %s serving on http://%s:%d/ (log: %s)\n", appname,
                strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->port, logpath);
+        if (o->https_port > 0)
+            printf("cyclozzo: %s serving on https://%s:%d/\n", appname,
+                   strcmp(o->host, "0.0.0.0") ? o->host : "localhost", o->https_port);
         rc = 0;
     } else if (strncmp(msg, "ERR ", 4) == 0) {
         size_t l = strlen(msg);

@@ -18,6 +18,11 @@ typedef struct {
     const char *exe;    /* path of the running cyclozzo binary (to find cyclozzo-pyrt) */
     int no_sandbox;     /* run instances unconfined (--no-sandbox) */
     int dev;            /* development sign-in: any email, no password (--dev) */
+    int https_port;     /* --https-port, 0 = no HTTPS */
+    const char *cert[16], *key[16];   /* --cert/--key pairs, in order; the first is the default */
+    int ncert, nkey;
+    const char *domain; /* --domain NAME, or NULL */
+    int selfsigned;     /* set by serve_app: 1 = self-signed reused, 2 = generated now */
     /* mail relay (--smtp-*): no host = messages go to the outbox */
     const char *smtp_host, *smtp_user, *smtp_password_file;
     int smtp_port, smtp_starttls;

@@ -485,6 +485,7 @@ instmgr *instmgr_new(const instmgr_config *c, char *err, size_t errlen)
     m->base_env[n++] = xstrdup("GAE_ENV=standard");
     m->base_env[n++] = xasprintf("GAE_RUNTIME=%s", cfg->runtime ? cfg->runtime : "python311");
     m->base_env[n++] = xasprintf("GAE_MEMORY_MB=%d", appcfg_memory_mb(cfg));
+    if (c->metadata_host) m->base_env[n++] = xasprintf("GCE_METADATA_HOST=%s", c->metadata_host);
     m->base_env[n++] = xasprintf("DEFAULT_VERSION_HOSTNAME=%s", c->default_hostname);
     m->base_env[n++] = xstrdup("SERVER_SOFTWARE=Cyclozzo/1.0");
     m->base_env[n] = NULL;
@@ -562,6 +563,16 @@ int instmgr_ready_count(instmgr *m)
 }
 
 int instmgr_count(instmgr *m) { return atomic_load(&m->ninst); }
+
+int instmgr_pids(instmgr *m, pid_t *out, int max)
+{
+    int n = 0, ni = atomic_load(&m->ninst);
+    for (int i = 0; i < ni && n < max; i++) {
+        instance *in = &m->inst[i];
+        if (atomic_load(&in->state) != INST_DEAD && in->pid > 0) out[n++] = in->pid;
+    }
+    return n;
+}
 
 int instmgr_has_ready(instmgr *m)
 {

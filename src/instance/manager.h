@@ -60,6 +60,7 @@ typedef struct {
     int max_instances;               /* default 4 (manual scaling: fixed) */
     int no_sandbox;                  /* 1: run instances unconfined (operator's --no-sandbox) */
     int tmp_mb;                      /* size of each instance's private /tmp; 0 = 128 */
+    const char *metadata_host;       /* NULL, or GCE_METADATA_HOST for instances (app_identity.h) */
 } instmgr_config;
 
 instmgr *instmgr_new(const instmgr_config *c, char *err, size_t errlen);
@@ -75,6 +76,8 @@ void instmgr_report_failure(instmgr *m, instance *in, unsigned generation);
 int  instmgr_ready_count(instmgr *m);
 int  instmgr_count(instmgr *m);
 int  instmgr_has_ready(instmgr *m);   /* any instance ready or starting? 0 = all dead */
-void instmgr_stop(instmgr *m);        /* kills every instance, joins the thread, frees */
+void instmgr_stop(instmgr *m);
+/* The pids of the instances that run now (at most max); returns how many. */
+int  instmgr_pids(instmgr *m, pid_t *out, int max);        /* kills every instance, joins the thread, frees */
 
 #endif

@@ -8,7 +8,10 @@
  * CS_QUEUED/CS_PROXY -> back to CS_HEAD (keep-alive, pipelined input is
  * parsed from what is already buffered) or closed. can_read/can_write
  * remember edge-triggered readiness, so reading pauses while a response is
- * in flight (bounded buffering) and resumes without a new event. */
+ * in flight (bounded buffering) and resumes without a new event. A
+ * connection from a thread's TLS listener carries a tls_conn: its handshake
+ * runs first, then the same states with send/recv/sendfile replaced by the
+ * hooks of tlsconn.c. */
 #include "router/router_int.h"
 
 #include <errno.h>
@@ -104,12 +107,14 @@ void conn_close(rconn *c)
      * a copy of this socket until its exec, and epoll would keep reporting
      * it after close(). */
     epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->tls) { tls_conn_free(c->tls, !c->eof); c->tls = NULL; }   /* close_notify unless the peer left */
     close(c->fd);
     reset_request(c);
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->upreq);
     buf_free(&c->upbody);
+    buf_free(&c->rlinfo);
     /* Events for c may still be pending in this epoll batch: free it only
      * when the turn ends. */
     c->dead = 1;
@@ -140,6 +145,7 @@ static void access_log(rconn *c)
 {
     rthread *t = c->t;
     if (!c->method[0]) return;
+    reqlog_emit(c);
     int64_t lat_us = now_us() - c->req_start_us;
     const char *tilde = strchr(t->r->c.app_id, '~');
     /* Same shape as log.h lines; buffered per thread and flushed each loop
@@ -192,7 +198,7 @@ static int conn_response_done(rconn *c)
     reset_request(c);
     c->state = CS_HEAD;
     if (close_it) {
-        shutdown(c->fd, SHUT_WR);
+        if (!c->tls) shutdown(c->fd, SHUT_WR);
         conn_close(c);
         return -1;
     }
@@ -229,11 +235,13 @@ void conn_send_error(rconn *c, int status, const char *detail)
  * 0 = would block, -1 = connection failed (closed by caller). */
 static int conn_flush(rconn *c)
 {
+again:
     while (buf_unread(&c->out)) {
         if (!c->can_write) return 0;
-        ssize_t w = send(c->fd, buf_rp(&c->out), buf_unread(&c->out), MSG_NOSIGNAL);
+        ssize_t w = c->tls ? tlsconn_send(c, buf_rp(&c->out), buf_unread(&c->out))
+                           : send(c->fd, buf_rp(&c->out), buf_unread(&c->out), MSG_NOSIGNAL);
         if (w < 0) {
-            if (errno == EAGAIN) { c->can_write = 0; return 0; }
+            if (errno == EAGAIN) { if (!c->tls) c->can_write = 0; return 0; }   /* TLS set its flag */
             if (errno == EINTR) continue;
             return -1;
         }
@@ -242,6 +250,10 @@ static int conn_flush(rconn *c)
     }
     while (c->file_fd >= 0 && c->file_off < c->file_end) {
         if (!c->can_write) return 0;
+        if (c->tls) {   /* no sendfile through TLS: a slice of the file via c->out */
+            if (tlsconn_fill_from_file(c) < 0) return -1;
+            goto again;
+        }
         size_t n = (size_t)(c->file_end - c->file_off);
         if (n > (1 << 20)) n = 1 << 20;
         ssize_t w = sendfile(c->fd, c->file_fd, &c->file_off, n);
@@ -264,10 +276,10 @@ static int conn_read(rconn *c)
     /* Read into the thread's scratch buffer, keep only what arrived: an idle
      * or slow connection then costs a few hundred bytes, not a whole chunk. */
     static __thread char scratch[READ_CHUNK];
-    ssize_t r = recv(c->fd, scratch, sizeof scratch, 0);
+    ssize_t r = c->tls ? tlsconn_recv(c, scratch, sizeof scratch) : recv(c->fd, scratch, sizeof scratch, 0);
     if (r > 0) { buf_append(&c->in, scratch, (size_t)r); c->last_io_us = now_us(); return 1; }
     if (r == 0) { c->eof = 1; return -1; }
-    if (errno == EAGAIN) { c->can_read = 0; return 0; }
+    if (errno == EAGAIN) { if (!c->tls) c->can_read = 0; return 0; }   /* TLS set its flag */
     if (errno == EINTR) return 1;
     return -1;
 }
@@ -342,11 +354,11 @@ int build_upstream_head(rconn *c, const http_request *req, const app_handler *h,
     }
     if (xff) buf_printf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, ip);
     else buf_printf(b, "X-Forwarded-For: %s\r\n", ip);
-    buf_puts(b, "X-Forwarded-Proto: http\r\n");
+    buf_puts(b, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     buf_printf(b, "X-AppEngine-Request-Log-Id: %s\r\n", c->log_id);
     buf_printf(b, "X-AppEngine-Default-Version-Hostname: %s\r\n", r->c.default_hostname);
     buf_puts(b, "X-AppEngine-Country: ZZ\r\nX-AppEngine-Region: zz\r\nX-AppEngine-City: ?\r\n");
-    buf_puts(b, "X-AppEngine-Https: off\r\n");
+    buf_puts(b, c->tls ? "X-AppEngine-Https: on\r\n" : "X-AppEngine-Https: off\r\n");
     if (!user_ip) buf_printf(b, "X-AppEngine-User-IP: %s\r\n", ip);
     buf_puts(b, "X-AppEngine-Auth-Domain: " USERS_AUTH_DOMAIN "\r\n");
     if (c->has_user)
@@ -385,7 +397,7 @@ static void make_log_id(rconn *c)
 static int request_url(rconn *c, const http_request *req, char *url, size_t len)
 {
     rthread *t = c->t;
-    int n = snprintf(url, len, "http://%.*s%.*s", req->host ? (int)req->host_len : (int)strlen(t->r->c.default_hostname),
+    int n = snprintf(url, len, "%s://%.*s%.*s", c->tls ? "https" : "http", req->host ? (int)req->host_len : (int)strlen(t->r->c.default_hostname),
                      req->host ? req->host : t->r->c.default_hostname, (int)req->target_len, req->target);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
@@ -494,11 +506,17 @@ static void on_head(rconn *c, const http_request *req)
     c->keep_alive = req->keep_alive;
     c->req_start_us = now_us();
     make_log_id(c);
+    reqlog_capture(c, req);
 
     if (req->chunked) { c->body_chunked = 1; memset(&c->ck, 0, sizeof c->ck); }
     else c->body_left = req->content_length > 0 ? req->content_length : 0;
 
     if (req->version_minor == 1 && !req->host) { c->discard_body = 1; conn_send_error(c, 400, "Missing Host header."); return; }
+    if (req->host && !hostroute_served(&r->hosts, req->host, req->host_len)) {
+        c->discard_body = 1;
+        tlsconn_host_refused(c, req);
+        return;
+    }
     int upload = r->c.blob && upload_is_path(req);    /* streamed: not held to max_body */
     if (!upload && (size_t)(req->content_length > 0 ? req->content_length : 0) > r->c.max_body) {
         c->close_after = 1;
@@ -535,6 +553,7 @@ static void on_head(rconn *c, const http_request *req)
         c->state = CS_BODY;
         return;
     }
+    if (img_route(c, req, dpath, (size_t)dl)) { free(dpath); return; }   /* /_ah/img/ */
     app_match m;
     if (!appcfg_match(r->c.cfg, dpath, (size_t)dl, &m)) {
         free(dpath);
@@ -552,6 +571,12 @@ static void on_head(rconn *c, const http_request *req)
                 break;
             }
         }
+    }
+    if (h->secure != SECURE_DEFAULT && h->secure != SECURE_OPTIONAL && !c->trusted &&
+        tlsconn_secure_redirect(c, req, h)) {
+        free(dpath);
+        c->discard_body = 1;
+        return;
     }
     if (h->login != LOGIN_OPTIONAL && !c->trusted && (!c->has_user || (h->login == LOGIN_ADMIN && !c->user.admin))) {
         free(dpath);
@@ -634,6 +659,11 @@ static void body_complete(rconn *c)
  * Returns -1 if the connection was closed (c is freed). */
 static int conn_progress(rconn *c)
 {
+    if (c->tls && !c->tls_ready) {
+        int h = tlsconn_handshake(c);
+        if (h < 0) { conn_close(c); return -1; }
+        if (h == 0) return 0;
+    }
     for (;;) {
         /* Output first. */
         if (buf_unread(&c->out) || c->file_fd >= 0) {
@@ -719,10 +749,10 @@ static int conn_progress(rconn *c)
 /* Entry point from the event loop and from proxy.c: -1 if c was closed. */
 int conn_kick(rconn *c) { return conn_progress(c); }
 
-static void accept_all(rthread *t)
+static void accept_all(rthread *t, int tls)
 {
     for (;;) {
-        int fd = accept4(t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(tls ? t->tls_listen_fd : t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE)
@@ -739,6 +769,7 @@ static void accept_all(rthread *t)
         c->handler = -1;
         c->keep_alive = 1;
         c->last_io_us = now_us();
+        if (tls && !(c->tls = tls_conn_new(t->r->c.tls, fd))) { close(fd); free(c); continue; }
         c->next = t->conns;
         if (t->conns) t->conns->prev = c;
         t->conns = c;
@@ -753,7 +784,9 @@ static void check_timeouts(rthread *t, int64_t now)
     rconn *c = t->conns;
     while (c) {
         rconn *next = c->next;
-        if (c->state == CS_HEAD) {
+        if (c->tls && !c->tls_ready) {
+            if (now - c->last_io_us > HEAD_TIMEOUT_US) conn_close(c);   /* handshake too slow */
+        } else if (c->state == CS_HEAD) {
             if (c->head_start_us && now - c->head_start_us > HEAD_TIMEOUT_US) {
                 c->req_start_us = now;
                 make_log_id(c);
@@ -794,7 +827,7 @@ static void *thread_main(void *arg)
         for (int i = 0; i < n; i++) {
             int kind = *(int *)evs[i].data.ptr;
             uint32_t ev = evs[i].events;
-            if (kind == EV_LISTEN) accept_all(t);
+            if (kind == EV_LISTEN || kind == EV_LISTEN_TLS) accept_all(t, kind == EV_LISTEN_TLS);
             else if (kind == EV_WAKE) { uint64_t v; ssize_t rr = read(t->wake_fd, &v, sizeof v); (void)rr; }
             else if (kind == EV_CLIENT) {
                 rconn *c = evs[i].data.ptr;
@@ -816,14 +849,39 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
+/* One non-blocking SO_REUSEPORT listening socket on ss; -1 with a sentence. */
+static int open_listener(const struct sockaddr_storage *ss, socklen_t sl, const char *host, int port,
+                         char *err, size_t errlen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    }
+    if (fd < 0 || bind(fd, (const struct sockaddr *)ss, sl) < 0 || listen(fd, 65535) < 0) {
+        set_err(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 router *router_new(const router_config *c, char *err, size_t errlen)
 {
+    if (c->https_port > 0 && !c->tls) {
+        set_err(err, errlen, "HTTPS on port %d needs certificates", c->https_port);
+        return NULL;
+    }
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     router *r = xcalloc(1, sizeof *r);
     r->c = *c;
     if (!r->c.deadline_s) r->c.deadline_s = 60;
     if (!r->c.max_body) r->c.max_body = 32u << 20;
+    const char *tilde = strchr(c->app_id, '~');
+    r->hosts = (hostroute){.domain = c->domain, .app = tilde ? tilde + 1 : c->app_id,
+                           .version = c->version ? c->version : "1", .service = c->service};
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     r->nthreads = c->threads > 0 ? c->threads : (int)(cpus > 0 ? cpus : 1);
     r->threads = xcalloc((size_t)r->nthreads, sizeof *r->threads);
@@ -855,30 +913,30 @@ router *router_new(const router_config *c, char *err, size_t errlen)
         rthread *t = &r->threads[i];
         t->r = r;
         t->idx = i;
-        t->listen_fd = t->epfd = t->wake_fd = -1;
+        t->listen_fd = t->tls_listen_fd = t->epfd = t->wake_fd = -1;
     }
     for (int i = 0; i < r->nthreads; i++) {
         rthread *t = &r->threads[i];
-        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0) {
-            set_err(err, errlen, "cannot listen on %s:%d: %s", host, c->port, strerror(errno));
-            if (fd >= 0) close(fd);
-            goto fail;
+        t->listen_fd = open_listener(&ss, sl, host, c->port, err, errlen);
+        if (t->listen_fd < 0) goto fail;
+        if (c->https_port > 0) {
+            /* HTTPS: the same address, the TLS port, one more listener per thread. */
+            if (ss.ss_family == AF_INET6) ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)c->https_port);
+            else ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)c->https_port);
+            t->tls_listen_fd = open_listener(&ss, sl, host, c->https_port, err, errlen);
+            if (ss.ss_family == AF_INET6) ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)c->port);
+            else ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)c->port);
+            if (t->tls_listen_fd < 0) goto fail;
         }
-        if (listen(fd, 65535) < 0) {
-            set_err(err, errlen, "cannot listen on %s:%d: %s", host, c->port, strerror(errno));
-            close(fd);
-            goto fail;
-        }
-        t->listen_fd = fd;
         t->epfd = epoll_create1(EPOLL_CLOEXEC);
         t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        static int listen_tag = EV_LISTEN, wake_tag = EV_WAKE;
+        static int listen_tag = EV_LISTEN, wake_tag = EV_WAKE, tls_tag = EV_LISTEN_TLS;
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
-        epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e);
+        epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->listen_fd, &e);
+        if (t->tls_listen_fd >= 0) {
+            struct epoll_event et = {.events = EPOLLIN, .data.ptr = &tls_tag};
+            epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->tls_listen_fd, &et);
+        }
         struct epoll_event w = {.events = EPOLLIN, .data.ptr = &wake_tag};
         epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &w);
     }
@@ -921,6 +979,7 @@ void router_free(router *r)
         flush_access_log(t);
         buf_free(&t->alog);
         if (t->listen_fd >= 0) close(t->listen_fd);
+        if (t->tls_listen_fd >= 0) close(t->tls_listen_fd);
         if (t->epfd >= 0) close(t->epfd);
         if (t->wake_fd >= 0) close(t->wake_fd);
     }

@@ -7,7 +7,9 @@
  * adding App Engine's X-AppEngine-* headers and stripping any a client sent.
  * It runs N threads, each an independent epoll loop with its own SO_REUSEPORT
  * listening socket, connections, and idle upstream connections. One access
- * log line per request.
+ * log line per request. With https_port, every thread also has a TLS
+ * listener, served from the same loop (tls.c, tlsconn.c); app.yaml secure:
+ * redirects and custom-domain host checks are in tlsconn.c/hostroute.c.
  *
  * Limits: request line 8 KiB (414), head 64 KiB (431), body 32 MiB (413;
  * Blobstore uploads stream to the blob store instead, see upload.c);
@@ -55,9 +57,24 @@ typedef struct {
     /* The users service (src/users/login.h): session cookies, /_ah/login and
      * /_ah/logout. NULL: no one can sign in (login: handlers always redirect). */
     struct users_ctx *users;
+    /* HTTPS (src/router/tls.h): a second listener on https_port (0 = none)
+     * speaking TLS with the certificates in tls, in the same threads. */
+    int https_port;
+    struct tls_ctx *tls;
+    /* Custom domain (src/router/hostroute.h): NULL = none. version and
+     * service (NULL = "default") name the app for VERSION-dot-APP.DOMAIN
+     * host names and in request log records. */
+    const char *domain;
+    const char *version;
+    const char *service;
     /* The Blobstore (api/blobstore.h): uploads to /_ah/upload/SESSION and
      * responses carrying X-AppEngine-BlobKey. NULL: neither is handled. */
     struct blob_service *blob;
+    /* The images service's serving URLs (images/serving.h): /_ah/img/.
+     * NULL: not handled. */
+    struct img_server *images;
+    /* The app's request log (src/logs/store.h; NULL: none). */
+    struct logstore *logs;
 } router_config;
 
 /* Binds the listening sockets (so a busy port fails here, with a sentence). */

@@ -10,10 +10,12 @@
 #include <sys/types.h>
 #include "core/buf.h"
 #include "http/http.h"
+#include "router/hostroute.h"
 #include "router/router.h"
+#include "router/tls.h"
 #include "users/login.h"
 
-enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE };
+enum { EV_LISTEN = 1, EV_CLIENT, EV_UP, EV_WAKE, EV_LISTEN_TLS };
 
 enum {
     CS_HEAD = 0,     /* reading a request head */
@@ -78,9 +80,18 @@ typedef struct rconn {
     upconn *up;
     int retried;
 
+    /* TLS (tlsconn.c): NULL on the plain listener */
+    tls_conn *tls;
+    int tls_ready;                 /* handshake complete */
     /* blobstore (upload.c) */
     struct upload *upload;         /* a POST to /_ah/upload/SESSION being streamed */
     char *range;                   /* the client's Range header (malloc'ed), for send_blob */
+    /* request log (reqlog.c) */
+    char peer[48];                 /* client address, looked up once */
+    buf rlinfo;                    /* User-Agent, Referer, Host (NUL-separated) */
+    size_t rl_ua, rl_ref, rl_host;
+    int rl_minor;
+    int64_t rl_start_wall;         /* Unix us */
 } rconn;
 
 struct upconn {
@@ -111,6 +122,7 @@ struct rthread {
     int idx;
     int epfd;
     int listen_fd;
+    int tls_listen_fd;             /* -1 without HTTPS */
     int wake_fd;
     pthread_t th;
     rconn *conns;                  /* list head */
@@ -135,6 +147,7 @@ struct router {
     int nthreads;
     rthread *threads;
     int appdir_fd;                 /* O_PATH descriptor of the app directory */
+    hostroute hosts;               /* custom domain rules */
     _Atomic int queued;            /* requests waiting for an instance, all threads */
     volatile int stopping;
 };
@@ -145,6 +158,13 @@ void conn_close(rconn *c);
 int  conn_kick(rconn *c);                /* drive c on; -1 if it was closed */
 void thread_date(rthread *t);
 
+/* tlsconn.c: TLS on client connections, secure redirects. */
+int     tlsconn_handshake(rconn *c);                       /* 1 done, 0 wait, -1 failed */
+ssize_t tlsconn_send(rconn *c, const void *p, size_t n);   /* like send(); EAGAIN sets readiness */
+ssize_t tlsconn_recv(rconn *c, void *p, size_t n);         /* like recv() */
+int     tlsconn_fill_from_file(rconn *c);                  /* static file -> c->out; 0 or -1 */
+int     tlsconn_secure_redirect(rconn *c, const http_request *req, const app_handler *h); /* 1 = sent */
+void    tlsconn_host_refused(rconn *c, const http_request *req);
 /* router.c: the head the instance sees (target NULL = the client's). */
 int  build_upstream_head(rconn *c, const http_request *req, const app_handler *h, const char *target, size_t target_len);
 
@@ -163,6 +183,10 @@ int  sendblob_head(rconn *c, const http_response *resp);
 void static_serve(rconn *c, const app_match *m, const http_request *req);
 void static_cache_free(rthread *t);
 
+/* img.c: answer /_ah/img/ (serving URLs) when the router has images;
+ * returns 1 when it did (the response is in c->out). */
+int  img_route(rconn *c, const http_request *req, const char *dpath, size_t dl);
+
 /* proxy.c */
 void proxy_dispatch(rconn *c);           /* c->upreq ready: find an instance and send */
 void proxy_on_event(upconn *u, uint32_t events);
@@ -173,5 +197,9 @@ void proxy_reap_idle(rthread *t, int64_t now);
 void proxy_free_idle(rthread *t);
 void proxy_reap_dead(rthread *t);        /* free upstreams closed this turn */
 void router_wake_all(router *r);         /* nudge every thread (an instance slot freed) */
+
+/* reqlog.c: the request log (router_config.logs) */
+void reqlog_capture(rconn *c, const http_request *req);   /* at the head */
+void reqlog_emit(rconn *c);                                /* response done */
 
 #endif

@@ -22,6 +22,7 @@
 #include <Python.h>
 
 #include "runtime/pyrt.h"
+#include "runtime/applog.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -94,6 +95,7 @@ static PyObject *rt_log(PyObject *self, PyObject *args)
     const char *name, *msg;
     Py_ssize_t len;
     if (!PyArg_ParseTuple(args, "iss#", &levelno, &name, &msg, &len)) return NULL;
+    if (cur_rid[0]) applog_add(levelno, msg, (size_t)len);
     log_level lvl = py_level(levelno);
     if (!log_enabled(lvl)) Py_RETURN_NONE;
     Py_BEGIN_ALLOW_THREADS
@@ -619,7 +621,7 @@ static int add_header(PyObject *d, const http_header *h)
 }
 
 typedef struct {
-    const http_header *host, *https, *user_ip, *xff, *log_id, *script, *deadline;
+    const http_header *host, *https, *user_ip, *xff, *log_id, *script, *deadline, *ticket;
 } known_headers;
 
 static PyObject *build_environ(pyrt_conn *c, const known_headers *kh, int https)
@@ -707,6 +709,7 @@ int wsgi_handle(void *worker, pyrt_conn *c)
             if (strn_case_eq(n, nl, "x-appengine-https")) kh.https = h;
             else if (strn_case_eq(n, nl, "x-appengine-user-ip")) kh.user_ip = h;
             else if (strn_case_eq(n, nl, "x-appengine-request-log-id")) kh.log_id = h;
+            else if (strn_case_eq(n, nl, "x-appengine-api-ticket")) kh.ticket = h;
         } else if (strn_case_eq(n, nl, "x-forwarded-for")) kh.xff = h;
         else if (strn_case_eq(n, nl, "x-cyclozzo-script")) kh.script = h;
         else if (strn_case_eq(n, nl, "x-cyclozzo-deadline")) kh.deadline = h;
@@ -730,6 +733,7 @@ int wsgi_handle(void *worker, pyrt_conn *c)
     char pathc[160];
     snprintf(pathc, sizeof pathc, "%.*s", (int)(q->path_len < 150 ? q->path_len : 150), q->path);
     int64_t t0 = now_us();
+    applog_begin(kh.ticket ? kh.ticket->value : "", kh.ticket ? kh.ticket->value_len : 0);
 
     PyEval_RestoreThread(w->ts);
     Responder *r = PyObject_New(Responder, &ResponderType);
@@ -779,6 +783,7 @@ int wsgi_handle(void *worker, pyrt_conn *c)
     Py_XDECREF(script);
     Py_DECREF(r);
     PyEval_SaveThread();
+    applog_end(py.o->app_id, cur_rid);
 
     log_debug("pyrt", "app=%s rid=%s msg=request method=%.*s path=%s status=%d ms=%.2f",
               log_q(py.o->app_id), log_q(cur_rid), (int)q->method_len, q->method, log_q(pathc), status,
