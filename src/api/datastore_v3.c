@@ -84,5 +84,6 @@ void datastore_v3_register(api_server *srv, const char *home)
      * runs first (newest first) while the datastore is still open. */
     api_on_stop(srv, dsv3_free, s);
     if (s->ds) api_share(srv, "kv", ds_kv(s->ds));   /* the task queue's rows live here too */
+    if (s->ds) api_share(srv, "datastore", s->ds);   /* transactional task adds (ds_txn_on_commit) */
     if (s->ds) datastore_query_register(srv, s->ds);
 }

@@ -5,8 +5,11 @@
  * Messages are decoded by hand (field numbers from taskqueue_service.proto);
  * storage is sched/taskstore.c over datastore_v3's kv engine (shared as
  * "kv"). Queues come from the app's queue.yaml, handed over by the daemon
- * with taskqueue_configure(); without it only `default` exists. Transactional
- * adds are accepted as plain adds (docs/taskqueue.md). After every add the
+ * with taskqueue_configure(); without it only `default` exists. A
+ * transactional add (the request carries the datastore_v3 transaction) is
+ * validated at once and handed to the datastore (ds_txn_on_commit), which
+ * writes it in the same engine transaction as the commit, or drops it when
+ * the transaction does not commit (docs/taskqueue.md). After every add the
  * daemon's scheduler is woken through the callback set with
  * taskqueue_set_wake(). */
 #include "api/taskqueue.h"
@@ -18,18 +21,23 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "datastore/datastore.h"
 #include "proto/pb.h"
 
 struct tq_service {
     tq_store *store;
+    datastore *ds;             /* for transactional adds; NULL = refused */
     pthread_mutex_t mu;
     tq_config *cfg;            /* guarded by mu */
     void (*wake)(void *);
     void *wake_arg;
+    void (*update)(void *, const tq_queue *);   /* guarded by mu */
+    void *update_arg;
 };
 
 #define MAX_ETA_AHEAD_US (30LL * 86400 * 1000000)
 #define MAX_TASK_BYTES   (1024 * 1024)
+#define MAX_TXN_TASKS    5     /* App Engine's limit of transactional tasks per transaction */
 
 static int find_queue(tq_service *s, const char *name, tq_queue *out)
 {
@@ -52,7 +60,10 @@ typedef struct {
     tq_task t;
     int has_eta;
     int pull_mode;
-    int transactional;
+    int transactional;         /* field 10: a datastore_v3 Transaction */
+    uint64_t txn_handle;
+    int cloud_txn;             /* field 21: a Cloud Datastore transaction */
+    int defer_store;           /* do_add validates only; the caller stores */
 } add_req;
 
 static void add_req_free(add_req *a)
@@ -120,7 +131,14 @@ static int decode_add(pb_reader *r, add_req *a)
                 a->t.body_len = n;
             }
             break;
-        case 10: case 21: a->transactional = 1; pb_skip(r, wt, f); break;
+        case 10:
+            if (pb_bytes(r, wt, &p, &n) == 0) {
+                ds_bytes tapp;
+                if (ds_txn_decode(p, n, &a->txn_handle, &tapp) < 0) r->err = 1;
+                else a->transactional = 1;
+            }
+            break;
+        case 21: a->cloud_txn = 1; pb_skip(r, wt, f); break;
         case 17: {
             pb_reader q;
             if (pb_sub(r, wt, &q) == 0) { read_retry(&q, &a->t.retry); a->t.has_retry = 1; if (q.err) r->err = 1; }
@@ -133,6 +151,56 @@ static int decode_add(pb_reader *r, add_req *a)
         }
     }
     return r->err ? -1 : 0;
+}
+
+/* A task waiting for its datastore transaction to commit. */
+typedef struct {
+    tq_service *s;
+    char *app, *queue;
+    tq_task t;
+} txn_task;
+
+/* In the commit's engine transaction: store the task. */
+static int txn_task_write(void *arg, kv_txn *kt, char *err, size_t errlen)
+{
+    txn_task *p = arg;
+    return tq_store_add_in(kt, p->app, p->queue, &p->t, err, errlen);
+}
+
+static void txn_task_done(void *arg, int committed)
+{
+    txn_task *p = arg;
+    if (committed) {
+        log_debug("taskqueue", "app=%s queue=%s task=%s msg=\"added by commit\"", log_q(p->app), p->queue, p->t.name);
+        wake(p->s);
+    }
+    free(p->app);
+    free(p->queue);
+    tq_task_free(&p->t);
+    free(p);
+}
+
+/* Ties a validated task to its datastore transaction (a->t is taken over). */
+static int add_transactional(tq_service *s, api_ctx *ctx, const char *qname, add_req *a, char *err, size_t errlen)
+{
+    if (!s->ds) { set_err(err, errlen, "transactional tasks need the datastore, which is unavailable"); return TQE_INTERNAL_ERROR; }
+    txn_task *p = xcalloc(1, sizeof *p);
+    p->s = s;
+    p->app = xstrdup(ctx->app_id);
+    p->queue = xstrdup(qname);
+    p->t = a->t;
+    ds_err e = {0, ""};
+    int r = ds_txn_on_commit(s->ds, ctx->app_id, a->txn_handle, MAX_TXN_TASKS, txn_task_write, txn_task_done, p, &e);
+    if (r != 0) {
+        free(p->app);
+        free(p->queue);
+        free(p);         /* p->t still belongs to a */
+        if (r > 0) { set_err(err, errlen, "at most %d tasks may be added in one transaction", MAX_TXN_TASKS); return TQE_TOO_MANY_TASKS; }
+        set_err(err, errlen, "the task's transaction is not active: %s", e.msg);
+        return TQE_INVALID_REQUEST;
+    }
+    memset(&a->t, 0, sizeof a->t);   /* now owned by the transaction */
+    return TQE_OK;
 }
 
 /* Validate and store one add; returns a TQE code and the chosen name. */
@@ -180,6 +248,18 @@ static int do_add(tq_service *s, api_ctx *ctx, add_req *a, char **chosen, char *
     }
     a->t.pull = a->pull_mode;
     a->t.created_us = now;
+    if (a->cloud_txn) {
+        set_err(err, errlen, "tasks bound to a Cloud Datastore transaction are not supported; use the datastore_v3 (ndb/db) transaction");
+        free(*chosen);
+        *chosen = NULL;
+        return TQE_INVALID_REQUEST;
+    }
+    if (a->defer_store) return TQE_OK;     /* BulkAdd stores (or ties) the batch itself */
+    if (a->transactional) {
+        int rc = add_transactional(s, ctx, qname, a, err, errlen);
+        if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
+        return rc;
+    }
     int rc = tq_store_add(s->store, ctx->app_id, qname, &a->t, err, errlen);
     if (rc != TQE_OK) { free(*chosen); *chosen = NULL; }
     else log_debug("taskqueue", "app=%s queue=%s task=%s msg=\"added\"", log_q(ctx->app_id), qname, a->t.name);
@@ -207,6 +287,10 @@ static void Add(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
     wake(s);
 }
 
+/* BulkAdd: every task is validated on its own; the valid non-transactional
+ * ones are then stored in one kv transaction (one synced commit for up to
+ * 100 tasks), each still getting its own result code. Transactional ones are
+ * tied to their datastore transaction only when all of them are valid. */
 static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
 {
     tq_service *s = ctx->service_data;
@@ -215,28 +299,62 @@ static void BulkAdd(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply
     uint32_t f;
     int wt;
     size_t count = 0;
-    buf out = BUF_INIT;
+    add_req a[100];
+    int rcs[100];
+    char *chosen[100];
+    int ok = 1;
     while (pb_next(&r, &f, &wt) == 1) {
         if (f != 1) { pb_skip(&r, wt, f); continue; }
         pb_reader sub;
         if (pb_sub(&r, wt, &sub) < 0) break;
-        if (++count > 100) { buf_free(&out); api_app_error(reply, TQE_TOO_MANY_TASKS, "at most 100 tasks may be added at once"); return; }
-        add_req a;
-        char err[300] = "", *chosen = NULL;
-        int rc = decode_add(&sub, &a) < 0 ? TQE_INVALID_REQUEST : do_add(s, ctx, &a, &chosen, err, sizeof err);
-        if (rc == TQE_INTERNAL_ERROR || rc == TQE_TRANSIENT_ERROR)
-            log_error("taskqueue", "app=%s msg=\"add failed\" err=%s", log_q(ctx->app_id), log_q(err));
-        add_req_free(&a);
-        pb_group_begin(&out, 1);
-        pb_put_int(&out, 2, rc);
-        if (chosen) pb_put_str(&out, 3, chosen);
-        pb_group_end(&out, 1);
-        free(chosen);
+        if (count == 100) { ok = 0; api_app_error(reply, TQE_TOO_MANY_TASKS, "at most 100 tasks may be added at once"); break; }
+        add_req *x = &a[count];
+        chosen[count] = NULL;
+        if (decode_add(&sub, x) < 0) rcs[count] = TQE_INVALID_REQUEST;
+        else {
+            char err[300] = "";
+            x->defer_store = 1;
+            rcs[count] = do_add(s, ctx, x, &chosen[count], err, sizeof err);
+            if (rcs[count] == TQE_INTERNAL_ERROR || rcs[count] == TQE_TRANSIENT_ERROR)
+                log_error("taskqueue", "app=%s msg=\"add failed\" err=%s", log_q(ctx->app_id), log_q(err));
+        }
+        count++;
     }
-    if (r.err) { buf_free(&out); api_app_error(reply, TQE_INVALID_REQUEST, "malformed TaskQueueBulkAddRequest"); return; }
-    buf_append(&reply->response, buf_rp(&out), buf_unread(&out));
-    buf_free(&out);
-    wake(s);
+    if (ok && r.err) { ok = 0; api_app_error(reply, TQE_INVALID_REQUEST, "malformed TaskQueueBulkAddRequest"); }
+    if (ok) {
+        const char *queues[100];
+        const tq_task *tasks[100];
+        int *out[100];
+        size_t m = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (rcs[i] != TQE_OK || a[i].transactional) continue;
+            queues[m] = a[i].queue ? a[i].queue : "default";
+            tasks[m] = &a[i].t;
+            out[m++] = &rcs[i];
+        }
+        /* Transactional tasks go all together or not at all: one failure
+         * skips the rest (SKIPPED), as App Engine does. */
+        int txn_failed = 0;
+        for (size_t i = 0; i < count; i++) if (a[i].transactional && rcs[i] != TQE_OK) txn_failed = 1;
+        for (size_t i = 0; i < count; i++) {
+            if (!a[i].transactional || rcs[i] != TQE_OK) continue;
+            if (txn_failed) { rcs[i] = TQE_SKIPPED; continue; }
+            char terr[300] = "";
+            rcs[i] = add_transactional(s, ctx, a[i].queue ? a[i].queue : "default", &a[i], terr, sizeof terr);
+            if (rcs[i] != TQE_OK) txn_failed = 1;
+        }
+        char err[300] = "";
+        if (m && tq_store_add_many(s->store, ctx->app_id, queues, tasks, m, out, err, sizeof err) != TQE_OK)
+            log_error("taskqueue", "app=%s msg=\"bulk add failed\" err=%s", log_q(ctx->app_id), log_q(err));
+        for (size_t i = 0; i < count; i++) {
+            pb_group_begin(&reply->response, 1);
+            pb_put_int(&reply->response, 2, rcs[i]);
+            if (chosen[i] && rcs[i] == TQE_OK) pb_put_str(&reply->response, 3, chosen[i]);
+            pb_group_end(&reply->response, 1);
+        }
+    }
+    for (size_t i = 0; i < count; i++) { add_req_free(&a[i]); free(chosen[i]); }
+    if (ok) wake(s);
 }
 
 /* queue_name (field 1 or 2 depending on message) as a C string; "default" when absent. */
@@ -332,15 +450,74 @@ static void PauseQueue(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *re
     wake(s);
 }
 
-/* UpdateQueue: the queue's definition comes from queue.yaml; accepted for
- * queues that exist (rates set here are not applied). */
+/* UpdateQueue: changes a queue's rate, bucket size, concurrency limit and
+ * retry parameters while the app runs (queue.yaml is read again at the next
+ * start). The scheduler is told through the hook set with
+ * taskqueue_set_update(). Queues that queue.yaml does not define are not
+ * created here. */
 static void UpdateQueue(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
 {
     tq_service *s = ctx->service_data;
-    char *qname = field_str(req, n, 2, NULL);
+    pb_reader r;
+    pb_reader_init(&r, req, n);
+    uint32_t f;
+    int wt;
+    char *qname = NULL, *rate_s = NULL;
+    double rate = -1;
+    int64_t bucket = -1, maxc = -1, mode = -1;
+    int has_retry = 0;
+    tq_retry retry;
+    while (pb_next(&r, &f, &wt) == 1) {
+        const uint8_t *p;
+        size_t l;
+        if (f == 2 && pb_bytes(&r, wt, &p, &l) == 0) { free(qname); qname = dupn(p, l); }
+        else if (f == 3) pb_double(&r, wt, &rate);
+        else if (f == 4) pb_int64(&r, wt, &bucket);
+        else if (f == 5 && pb_bytes(&r, wt, &p, &l) == 0) { free(rate_s); rate_s = dupn(p, l); }
+        else if (f == 6) {
+            pb_reader q;
+            if (pb_sub(&r, wt, &q) == 0) { read_retry(&q, &retry); has_retry = 1; if (q.err) r.err = 1; }
+        } else if (f == 7) pb_int64(&r, wt, &maxc);
+        else if (f == 8) pb_int64(&r, wt, &mode);
+        else pb_skip(&r, wt, f);
+    }
     tq_queue q;
-    check_queue(s, qname, -1, &q, reply);
+    if (r.err) { api_app_error(reply, TQE_INVALID_REQUEST, "malformed TaskQueueUpdateQueueRequest"); goto out; }
+    if (check_queue(s, qname, -1, &q, reply) < 0) goto out;
+    if (mode >= 0 && (mode == 1) != q.pull) {
+        api_app_error(reply, TQE_INVALID_QUEUE_MODE, "queue %s is a %s queue", qname, q.pull ? "pull" : "push");
+        goto out;
+    }
+    if (rate < 0 && rate_s && tq_parse_rate(rate_s, &rate) < 0) rate = -2;
+    if (rate == -2 || (rate != -1 && (rate < 0 || rate > 500)) || bucket == 0 || bucket > 500 || maxc > 5000) {
+        api_app_error(reply, TQE_INVALID_QUEUE_RATE, "queue %s: the rate must be 0..500/s, the bucket size 1..500 "
+                      "and max_concurrent_requests at most 5000", qname);
+        goto out;
+    }
+    if (has_retry && (retry.min_backoff_s < 0 || retry.max_backoff_s < retry.min_backoff_s || retry.max_doublings < 0)) {
+        api_app_error(reply, TQE_INVALID_RETRY_PARAMETERS, "queue %s: the retry parameters are inconsistent", qname);
+        goto out;
+    }
+    pthread_mutex_lock(&s->mu);
+    tq_queue *live = NULL;
+    for (size_t i = 0; i < s->cfg->n; i++) if (!strcmp(s->cfg->q[i].name, qname)) live = &s->cfg->q[i];
+    if (live) {
+        if (rate >= 0) live->rate_per_s = rate;
+        if (bucket > 0) live->bucket_size = (int)bucket;
+        if (maxc >= 0) live->max_concurrent = (int)maxc;
+        if (has_retry) live->retry = retry;
+        q = *live;
+    }
+    void (*hook)(void *, const tq_queue *) = s->update;
+    void *harg = s->update_arg;
+    if (live && hook) hook(harg, &q);    /* under mu: a stop clears the hook under it too */
+    pthread_mutex_unlock(&s->mu);
+    log_info("taskqueue", "app=%s queue=%s rate=%.3f bucket=%d max_concurrent=%d msg=\"queue updated\"",
+             log_q(ctx->app_id), qname, q.rate_per_s, q.bucket_size, q.max_concurrent);
+    wake(s);
+out:
     free(qname);
+    free(rate_s);
 }
 
 static void FetchQueueStats(api_ctx *ctx, const uint8_t *req, size_t n, api_reply *reply)
@@ -543,6 +720,7 @@ void taskqueue_register(api_server *srv, const char *home)
     }
     tq_service *s = xcalloc(1, sizeof *s);
     s->store = tq_store_new(kv);
+    s->ds = api_shared(srv, "datastore");
     pthread_mutex_init(&s->mu, NULL);
     char err[200];
     s->cfg = queueyaml_parse("", 0, "queue.yaml", err, sizeof err);
@@ -578,4 +756,12 @@ void taskqueue_set_wake(tq_service *s, void (*fn)(void *), void *arg)
 {
     s->wake_arg = arg;
     s->wake = fn;
+}
+
+void taskqueue_set_update(tq_service *s, void (*fn)(void *, const tq_queue *), void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->update = fn;
+    s->update_arg = arg;
+    pthread_mutex_unlock(&s->mu);
 }

@@ -22,4 +22,7 @@ tq_store *taskqueue_store(tq_service *s);
 /* fn(arg) is called after tasks are added or a queue is resumed. */
 void taskqueue_set_wake(tq_service *s, void (*fn)(void *), void *arg);
 
+/* fn(arg, q) is called when UpdateQueue changes queue q's definition. */
+void taskqueue_set_update(tq_service *s, void (*fn)(void *, const tq_queue *), void *arg);
+
 #endif

@@ -259,7 +259,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
         sch = scheduler_start(&sc, err, sizeof err);
         tq_config_free(qc);
         if (!sch) log_error("serve", "app=%s msg=\"task queues will not run\" reason=%s", project, log_q(err));
-        else taskqueue_set_wake(tqs, scheduler_wake, sch);
+        else { taskqueue_set_wake(tqs, scheduler_wake, sch); taskqueue_set_update(tqs, scheduler_update_queue, sch); }
     }
     cron_config_free(ccfg);
     ccfg = NULL;
@@ -288,6 +288,7 @@ static int run_daemon(const serve_opts *o, app_config *cfg, const char *app_id, 
     }
     if (sch) {
         taskqueue_set_wake(tqs, NULL, NULL);
+        taskqueue_set_update(tqs, NULL, NULL);
         scheduler_stop(sch);
     }
     router_stop(rt);

@@ -13,8 +13,10 @@
  * Transactions live in memory in a table keyed by a random 64-bit handle.
  * Each holds the entity-group versions it observed and the mutations it
  * buffered; Commit re-reads those versions inside one write transaction and
- * applies the mutations only if none moved. A transaction object is
- * reference-counted so a Commit or Rollback never frees it under a
+ * applies the mutations only if none moved; work other services tied to the
+ * transaction (ds_txn_on_commit: transactional task adds) is written in the
+ * same engine transaction, so it lands exactly when the commit does. A
+ * transaction object is reference-counted so a Commit or Rollback never frees it under a
  * concurrent call on the same handle. */
 #include "datastore/datastore.h"
 
@@ -44,6 +46,12 @@ typedef struct {
     buf data;                     /* put: EntityProto bytes; delete: Reference bytes */
 } txn_mut;
 
+typedef struct {
+    ds_commit_fn fn;
+    void (*done)(void *arg, int committed);
+    void *arg;
+} txn_hook;
+
 typedef struct ds_txn {
     uint64_t handle;
     char *app;
@@ -56,6 +64,8 @@ typedef struct ds_txn {
     size_t ngroups, capg;
     txn_mut *muts;
     size_t nmuts, capm;
+    txn_hook *hooks;              /* ds_txn_on_commit; done() not yet called */
+    size_t nhooks;
     struct ds_txn *next;
 } ds_txn;
 
@@ -107,6 +117,8 @@ static void txn_free(ds_txn *t)
 {
     for (size_t i = 0; i < t->ngroups; i++) buf_free(&t->groups[i].gkey);
     for (size_t i = 0; i < t->nmuts; i++) buf_free(&t->muts[i].data);
+    for (size_t i = 0; i < t->nhooks; i++) t->hooks[i].done(t->hooks[i].arg, 0);
+    free(t->hooks);
     free(t->groups);
     free(t->muts);
     free(t->app);
@@ -666,6 +678,23 @@ int ds_txn_note_read(datastore *ds, const char *app, uint64_t handle, kv_txn *kt
     return r;
 }
 
+int ds_txn_on_commit(datastore *ds, const char *app, uint64_t handle, size_t limit,
+                     ds_commit_fn fn, void (*done)(void *arg, int committed), void *arg, ds_err *e)
+{
+    ds_txn *t = txn_find(ds, app, handle, 0, e);
+    if (!t) return -1;
+    pthread_mutex_lock(&t->mu);
+    int r = 0;
+    if (limit && t->nhooks >= limit) r = 1;
+    else {
+        t->hooks = xrealloc(t->hooks, (t->nhooks + 1) * sizeof *t->hooks);
+        t->hooks[t->nhooks++] = (txn_hook){fn, done, arg};
+    }
+    pthread_mutex_unlock(&t->mu);
+    txn_release(ds, t);
+    return r;
+}
+
 /* Parse an embedded Transaction field and find it. */
 static ds_txn *txn_from_field(datastore *ds, const char *app, const uint8_t *p, size_t n, ds_err *e)
 {
@@ -1217,7 +1246,7 @@ int ds_commit(datastore *ds, const char *app, const uint8_t *req, size_t n, buf 
     for (int attempt = 0; attempt < KV_RETRIES; attempt++) {
         kv_txn *kt;
         char kerr[256];
-        int write = t->nmuts > 0;
+        int write = t->nmuts > 0 || t->nhooks > 0;
         if (kv_begin(ds->kv, write, &kt, kerr, sizeof kerr) != KV_OK) { kverr(e, "begin a commit", kerr); break; }
         int bad = 0, conflict = 0;
         for (size_t i = 0; i < t->ngroups && !bad; i++) {
@@ -1230,6 +1259,14 @@ int ds_commit(datastore *ds, const char *app, const uint8_t *req, size_t n, buf 
         for (size_t i = 0; i < t->ngroups && !bad; i++) {
             if (!t->groups[i].written) continue;
             if (write_i64(kt, &t->groups[i].gkey, t->groups[i].version + 1, e) < 0) bad = 1;
+        }
+        for (size_t i = 0; i < t->nhooks && !bad; i++) {
+            int hr = t->hooks[i].fn(t->hooks[i].arg, kt, kerr, sizeof kerr);
+            if (hr != KV_OK) {
+                bad = 1;
+                if (hr == KV_CONFLICT) kv_status(hr, e, "", "");
+                else dserr(e, DS_INTERNAL_ERROR, "the transaction's tasks could not be queued: %s", kerr);
+            }
         }
         if (bad) {
             kv_abort(kt);
@@ -1245,6 +1282,8 @@ int ds_commit(datastore *ds, const char *app, const uint8_t *req, size_t n, buf 
         if (rc == KV_CONFLICT) continue;
         if (rc != KV_OK) { kverr(e, "commit a transaction", kerr); break; }
         result = 0;
+        for (size_t i = 0; i < t->nhooks; i++) t->hooks[i].done(t->hooks[i].arg, 1);
+        t->nhooks = 0;
         break;
     }
     if (result < 0 && is_retry(e))

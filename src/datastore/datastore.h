@@ -96,6 +96,19 @@ int ds_txn_decode(const uint8_t *p, size_t n, uint64_t *handle, ds_bytes *app);
 int ds_txn_note_read(datastore *ds, const char *app, uint64_t handle, kv_txn *kt,
                      const ds_ref *key, ds_err *e);
 
+/* Work tied to transaction `handle` (transactional task adds): fn runs in
+ * the engine transaction that commits it, after its mutations, and returns
+ * KV_OK, KV_CONFLICT (the commit is retried) or another KV_* result with err
+ * set (the commit fails); done(arg, committed) runs exactly once, when the
+ * transaction has committed (1) or ended any other way (0: rolled back,
+ * conflicted, expired, datastore closed; it must not call the datastore,
+ * and may run under its locks). When the transaction already
+ * carries `limit` such items (limit > 0) nothing is added and 1 is returned;
+ * else 0, or -1 with e (unknown or finished transaction). */
+typedef int (*ds_commit_fn)(void *arg, kv_txn *kt, char *err, size_t errlen);
+int ds_txn_on_commit(datastore *ds, const char *app, uint64_t handle, size_t limit,
+                     ds_commit_fn fn, void (*done)(void *arg, int committed), void *arg, ds_err *e);
+
 /* Index rows Put writes for one entity (for the query engine's backfill and
  * for tests): appends each row key to *rows as a length-prefixed record
  * (uint32 native-endian length, then bytes). Composite indexes are read

@@ -3,19 +3,17 @@
  * A schedule is parsed into bit sets (weekdays, ordinals, days of month,
  * months) plus a time of day, or into an interval with an optional window.
  * cron_next() walks local calendar days forward from `after` and builds each
- * candidate with mktime() in the job's zone, so daylight-saving changes are
- * handled by the C library: a wall time skipped by a spring-forward runs at
- * the instant mktime maps it to, a repeated one runs once (the first).
- *
- * Time zones come from the system tz database: conversions for a zone other
- * than UTC set TZ for the duration of the call under a process-wide lock
- * (the daemon's other threads use only UTC conversions: gmtime_r/timegm). */
+ * candidate in the job's zone with tz_mktime (tzfile.h), which reads the
+ * zone's TZif file itself, so daylight-saving changes are followed without
+ * ever touching the process's TZ (other threads may call localtime freely):
+ * a wall time skipped by a spring-forward runs at the same wall time read
+ * with the old offset (02:30 -> 03:30), a repeated one runs once (the first). */
 #include "sched/cron.h"
+#include "sched/tzfile.h"
 #include "sched/yamlutil.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,60 +189,12 @@ bad:
 
 /* ---- time zones ---- */
 
-static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
-
 int cron_tz_valid(const char *tz)
 {
-    if (!tz || !*tz || !strcmp(tz, "UTC")) return 1;
-    if (tz[0] == '/' || strstr(tz, "..") || strlen(tz) > 100) return 0;
-    for (const char *p = tz; *p; p++)
-        if (!(isalnum((unsigned char)*p) || strchr("/_-+", *p))) return 0;
-    const char *dir = getenv("TZDIR");
-    char *path = xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", tz);
-    size_t n = 0;
-    char *data = read_file(path, &n);
-    free(path);
-    int ok = data && n >= 4 && !memcmp(data, "TZif", 4);
-    free(data);
-    return ok;
-}
-
-typedef struct {
-    int utc;
-    char *saved;
-    int had;
-} tzscope;
-
-static void tz_enter(tzscope *s, const char *tz)
-{
-    s->utc = !tz || !*tz || !strcmp(tz, "UTC");
-    if (s->utc) return;
-    pthread_mutex_lock(&tz_lock);
-    const char *old = getenv("TZ");
-    s->had = old != NULL;
-    s->saved = old ? xstrdup(old) : NULL;
-    setenv("TZ", tz, 1);
-    tzset();
-}
-
-static void tz_leave(tzscope *s)
-{
-    if (s->utc) return;
-    if (s->had) setenv("TZ", s->saved, 1); else unsetenv("TZ");
-    tzset();
-    free(s->saved);
-    pthread_mutex_unlock(&tz_lock);
-}
-
-static time_t mk(tzscope *s, struct tm *tm)
-{
-    tm->tm_isdst = -1;
-    return s->utc ? timegm(tm) : mktime(tm);
-}
-
-static void tz_break(tzscope *s, time_t t, struct tm *tm)
-{
-    if (s->utc) gmtime_r(&t, tm); else localtime_r(&t, tm);
+    char err[300];
+    tz_zone *z = tz_load(tz, err, sizeof err);
+    tz_free(z);
+    return z != NULL;
 }
 
 #define HORIZON_DAYS (366 * 10 + 3)
@@ -252,11 +202,11 @@ static void tz_break(tzscope *s, time_t t, struct tm *tm)
 int64_t cron_next(const cron_schedule *s, const char *tz, int64_t after)
 {
     if (s->interval_s > 0 && s->from_min < 0) return after + s->interval_s;
-    if (!cron_tz_valid(tz)) return -1;
-    tzscope sc;
-    tz_enter(&sc, tz);
+    char err[300];
+    tz_zone *zone = tz_load(tz, err, sizeof err);
+    if (!zone) return -1;
     struct tm day;
-    tz_break(&sc, (time_t)after, &day);
+    tz_localtime(zone, after, &day);
     /* Start one day early: a window spanning midnight may run after 00:00. */
     day.tm_mday -= 1;
     day.tm_hour = 12;
@@ -265,7 +215,7 @@ int64_t cron_next(const cron_schedule *s, const char *tz, int64_t after)
     for (int d = 0; d < HORIZON_DAYS && best < 0; d++) {
         struct tm noon = day;
         noon.tm_mday += d;
-        mk(&sc, &noon);               /* normalise: date, weekday */
+        tz_mktime(zone, &noon);               /* normalise: date, weekday */
         if (s->interval_s > 0) {
             int step = s->interval_s / 60;
             int end = s->to_min >= s->from_min ? s->to_min : s->to_min + 1440;
@@ -273,7 +223,7 @@ int64_t cron_next(const cron_schedule *s, const char *tz, int64_t after)
                 struct tm c = noon;
                 c.tm_hour = 0;
                 c.tm_min = off;
-                int64_t t = (int64_t)mk(&sc, &c);
+                int64_t t = tz_mktime(zone, &c);
                 if (t > after) { best = t; break; }
             }
             continue;
@@ -288,10 +238,10 @@ int64_t cron_next(const cron_schedule *s, const char *tz, int64_t after)
         struct tm c = noon;
         c.tm_hour = s->minute_of_day / 60;
         c.tm_min = s->minute_of_day % 60;
-        int64_t t = (int64_t)mk(&sc, &c);
+        int64_t t = tz_mktime(zone, &c);
         if (t > after) best = t;
     }
-    tz_leave(&sc);
+    tz_free(zone);
     return best;
 }
 

@@ -1,14 +1,19 @@
 /* scheduler.c - the delivery thread for push tasks and cron (scheduler.h).
  *
- * One loop thread wakes every 100 ms (or when an add signals it), refills
- * each push queue's token bucket, and leases as many due tasks as tokens and
- * free concurrency allow (lease = delivery timeout + 60 s: if the daemon dies
- * mid-delivery the task comes back when the lease ends). Each leased task is
- * delivered by its own short-lived thread with libcurl; the thread then
- * deletes the task (2xx) or reschedules it with backoff. Cron jobs keep their
- * next run time in memory; when one is due it is added to "__cron" as a task
- * named after the job and the run time, so a run is stored once even when
- * the daemon restarts around it. */
+ * One loop thread wakes every 100 ms (or when an add or a finished delivery
+ * signals it), refills each push queue's token bucket, and leases as many
+ * due tasks as tokens and free concurrency allow (lease = delivery timeout +
+ * 60 s: if the daemon dies mid-delivery the task comes back when the lease
+ * ends). Leased tasks go on a work list served by a fixed pool of delivery
+ * threads, each keeping one libcurl handle, so its connection to the router
+ * is reused from task to task. Finished deliveries come back on a done list
+ * that the loop settles in batches: the 2xx ones are deleted per queue in
+ * one kv transaction (one synced commit for many tasks), failures are
+ * rescheduled with backoff or dropped. On stop, tasks still waiting or cut
+ * short get their lease released, so they run again right after a restart.
+ * Cron jobs keep their next run time in memory; when one is due it is added
+ * to "__cron" as a task named after the job and the run time, so a run is
+ * stored once even when the daemon restarts around it. */
 #include "sched/scheduler.h"
 
 #include <curl/curl.h>
@@ -27,7 +32,9 @@
 #include "core/util.h"
 
 #define TICK_MS 100
-#define MAX_INFLIGHT 64
+#define MAX_INFLIGHT 64        /* deliveries waiting or under way, all queues */
+#define WORKERS 32             /* delivery threads */
+#define BATCH_MS 5             /* shortest loop turn while deliveries are in flight */
 #define CRON_QUEUE "__cron"
 
 typedef struct {
@@ -35,6 +42,8 @@ typedef struct {
     double tokens;
     int inflight;
 } qstate;
+
+typedef struct delivery delivery;
 
 struct scheduler {
     tq_store *store;
@@ -53,6 +62,11 @@ struct scheduler {
     atomic_int stopping;
     int inflight;              /* all queues; guarded by mu */
     int64_t last_refill_us;
+    delivery *todo, *todo_tail;   /* leased, waiting for a worker; guarded by mu */
+    delivery *done;               /* sent, waiting to be settled; guarded by mu */
+    pthread_cond_t work_cv;
+    pthread_t workers[WORKERS];
+    int nworkers;
 };
 
 /* ---- internal token ---- */
@@ -106,13 +120,16 @@ int sched_internal_verify(const uint8_t key[SCHED_KEY_LEN], const char *v, size_
 
 /* ---- delivery ---- */
 
-typedef struct {
+struct delivery {
     scheduler *s;
     qstate *qs;
     tq_task t;
     char queue[TQ_MAX_QUEUE_NAME + 1];
     tq_retry retry;
-} delivery;
+    long status;               /* HTTP status, 0 = no answer */
+    int64_t elapsed_ms;
+    delivery *next;
+};
 
 static const char *method_name(int m)
 {
@@ -142,11 +159,10 @@ static int skip_task_header(const char *k)
 }
 
 /* Sends the task; returns the HTTP status, or 0 when no answer came. */
-static long send_task(scheduler *s, delivery *d, int64_t *elapsed_ms)
+static long send_task(scheduler *s, CURL *h, delivery *d, int64_t *elapsed_ms)
 {
     tq_task *t = &d->t;
-    CURL *h = curl_easy_init();
-    if (!h) return 0;
+    curl_easy_reset(h);        /* keeps the live connection */
     char *url = xasprintf("%s%s", s->base_url, t->url ? t->url : "/");
     struct curl_slist *hl = NULL;
     char line[1024];
@@ -193,53 +209,123 @@ static long send_task(scheduler *s, delivery *d, int64_t *elapsed_ms)
     CURLcode rc = curl_easy_perform(h);
     if (rc == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     *elapsed_ms = now_ms() - t0;
-    curl_easy_cleanup(h);
     curl_slist_free_all(hl);
     free(url);
     return status;
 }
 
-static void *deliver_thread(void *arg)
+static void *worker(void *arg)
 {
-    delivery *d = arg;
-    scheduler *s = d->s;
-    tq_task *t = &d->t;
-    int64_t elapsed = 0;
-    int64_t leased_eta = t->eta_us;
-    long status = send_task(s, d, &elapsed);
+    scheduler *s = arg;
+    CURL *h = NULL;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->todo && !atomic_load(&s->stopping)) pthread_cond_wait(&s->work_cv, &s->mu);
+        if (atomic_load(&s->stopping)) { pthread_mutex_unlock(&s->mu); break; }
+        delivery *d = s->todo;
+        s->todo = d->next;
+        if (!s->todo) s->todo_tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (!h) h = curl_easy_init();
+        d->status = h ? send_task(s, h, d, &d->elapsed_ms) : 0;
+        pthread_mutex_lock(&s->mu);
+        d->next = s->done;
+        s->done = d;
+        d->qs->inflight--;
+        s->inflight--;
+        s->woken = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (h) curl_easy_cleanup(h);
+    return NULL;
+}
+
+/* Give a task that was leased but not (fully) delivered back to its queue at
+ * its old ETA, counters unchanged. */
+static void release_lease(scheduler *s, delivery *d)
+{
     char err[300] = "";
-    if (atomic_load(&s->stopping) && status == 0) {
-        /* Cut short by a stop: the lease brings it back after a restart. */
-    } else if (status >= 200 && status < 300) {
-        int rc = tq_store_delete(s->store, s->app_id, d->queue, t->name, err, sizeof err);
-        log_info("taskqueue", "app=%s queue=%s task=%s status=%ld ms=%lld retries=%d msg=\"delivered\"%s",
-                 log_q(s->app_id), d->queue, t->name, status, (long long)elapsed, t->retry_count,
-                 rc == TQE_OK || rc == TQE_UNKNOWN_TASK || rc == TQE_TOMBSTONED_TASK ? "" : " delete_failed=1");
-    } else {
-        t->retry_count++;
-        if (status) t->execution_count++;
-        int64_t now = wall_us();
-        if (tq_retry_exhausted(&d->retry, t->retry_count, now - t->first_try_us)) {
-            tq_store_delete(s->store, s->app_id, d->queue, t->name, err, sizeof err);
-            log_warn("taskqueue", "app=%s queue=%s task=%s status=%ld retries=%d msg=\"failed; retry limit reached, task dropped\"",
-                     log_q(s->app_id), d->queue, t->name, status, t->retry_count);
-        } else {
-            double b = tq_backoff_s(&d->retry, t->retry_count);
-            t->eta_us = now + (int64_t)(b * 1e6);
-            int rc = tq_store_reschedule(s->store, s->app_id, d->queue, t, leased_eta, err, sizeof err);
-            log_info("taskqueue", "app=%s queue=%s task=%s status=%ld retries=%d backoff_s=%.3f msg=\"failed; will retry\"%s",
-                     log_q(s->app_id), d->queue, t->name, status, t->retry_count, b, rc == TQE_OK ? "" : " reschedule_failed=1");
+    int64_t leased = d->t.eta_us;
+    d->t.eta_us = d->t.orig_eta_us;
+    if (tq_store_reschedule(s->store, s->app_id, d->queue, &d->t, leased, err, sizeof err) != TQE_OK)
+        log_warn("taskqueue", "app=%s queue=%s task=%s msg=\"lease not released; the task runs when it ends\" err=%s",
+                 log_q(s->app_id), d->queue, d->t.name, log_q(err));
+}
+
+static void settle_failure(scheduler *s, delivery *d)
+{
+    tq_task *t = &d->t;
+    char err[300] = "";
+    int64_t leased_eta = t->eta_us;
+    t->retry_count++;
+    if (d->status) t->execution_count++;
+    int64_t now = wall_us();
+    if (tq_retry_exhausted(&d->retry, t->retry_count, now - t->first_try_us)) {
+        tq_store_delete(s->store, s->app_id, d->queue, t->name, err, sizeof err);
+        log_warn("taskqueue", "app=%s queue=%s task=%s status=%ld retries=%d msg=\"failed; retry limit reached, task dropped\"",
+                 log_q(s->app_id), d->queue, t->name, d->status, t->retry_count);
+        return;
+    }
+    double b = tq_backoff_s(&d->retry, t->retry_count);
+    t->eta_us = now + (int64_t)(b * 1e6);
+    int rc = tq_store_reschedule(s->store, s->app_id, d->queue, t, leased_eta, err, sizeof err);
+    log_info("taskqueue", "app=%s queue=%s task=%s status=%ld retries=%d backoff_s=%.3f msg=\"failed; will retry\"%s",
+             log_q(s->app_id), d->queue, t->name, d->status, t->retry_count, b, rc == TQE_OK ? "" : " reschedule_failed=1");
+}
+
+/* Settle every finished delivery: successes deleted in one kv transaction
+ * per queue, failures rescheduled one by one. */
+static void settle(scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    delivery *list = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        /* take every success of the first listed task's queue */
+        const char *queue = NULL;
+        const char *names[MAX_INFLIGHT];
+        delivery *ok[MAX_INFLIGHT];
+        size_t n = 0;
+        for (delivery *d = list; d && n < MAX_INFLIGHT; d = d->next)
+            if (d->status >= 200 && d->status < 300 && (!queue || !strcmp(queue, d->queue))) {
+                queue = d->queue;
+                ok[n] = d;
+                names[n++] = d->t.name;
+            }
+        if (n) {
+            char err[300] = "";
+            int rc = tq_store_delete_many(s->store, s->app_id, queue, names, n, err, sizeof err);
+            for (size_t i = 0; i < n; i++)
+                log_info("taskqueue", "app=%s queue=%s task=%s status=%ld ms=%lld retries=%d msg=\"delivered\"%s",
+                         log_q(s->app_id), ok[i]->queue, ok[i]->t.name, ok[i]->status, (long long)ok[i]->elapsed_ms,
+                         ok[i]->t.retry_count, rc == TQE_OK ? "" : " delete_failed=1");
+            if (rc != TQE_OK)
+                log_error("taskqueue", "app=%s queue=%s msg=\"cannot delete delivered tasks; they will run again\" err=%s",
+                          log_q(s->app_id), queue, log_q(err));
+        }
+        /* unlink the settled successes; handle one failure per round */
+        delivery **pp = &list;
+        size_t k = 0;
+        int failure_done = 0;
+        while (*pp) {
+            delivery *d = *pp;
+            int settled_ok = k < n && d == ok[k];
+            if (settled_ok) k++;
+            else if (!failure_done && !(d->status >= 200 && d->status < 300)) {
+                if (atomic_load(&s->stopping) && d->status == 0) release_lease(s, d);
+                else settle_failure(s, d);
+                failure_done = 1;
+                settled_ok = 1;
+            }
+            if (settled_ok) {
+                *pp = d->next;
+                tq_task_free(&d->t);
+                free(d);
+            } else pp = &d->next;
         }
     }
-    pthread_mutex_lock(&s->mu);
-    d->qs->inflight--;
-    s->inflight--;
-    s->woken = 1;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    tq_task_free(t);
-    free(d);
-    return NULL;
 }
 
 /* ---- the loop ---- */
@@ -277,15 +363,17 @@ static void run_queues(scheduler *s)
     for (size_t i = 0; i < s->nq && !atomic_load(&s->stopping); i++) {
         qstate *qs = &s->qs[i];
         if (qs->q.pull) continue;
+        /* The queue's numbers may change under UpdateQueue: read them under mu. */
+        pthread_mutex_lock(&s->mu);
         qs->tokens += qs->q.rate_per_s * dt;
         if (qs->tokens > qs->q.bucket_size) qs->tokens = qs->q.bucket_size;
-        if (qs->tokens < 1) continue;
-        if (tq_store_paused(s->store, s->app_id, qs->q.name)) continue;
-        pthread_mutex_lock(&s->mu);
         int avail = (int)qs->tokens;
         if (qs->q.max_concurrent > 0 && avail > qs->q.max_concurrent - qs->inflight) avail = qs->q.max_concurrent - qs->inflight;
         if (avail > MAX_INFLIGHT - s->inflight) avail = MAX_INFLIGHT - s->inflight;
+        tq_retry qretry = qs->q.retry;
         pthread_mutex_unlock(&s->mu);
+        if (avail <= 0) continue;
+        if (tq_store_paused(s->store, s->app_id, qs->q.name)) continue;
         if (avail <= 0) continue;
         tq_task *tasks;
         size_t n;
@@ -302,26 +390,15 @@ static void run_queues(scheduler *s)
             d->qs = qs;
             d->t = tasks[k];
             snprintf(d->queue, sizeof d->queue, "%s", qs->q.name);
-            d->retry = d->t.has_retry ? d->t.retry : qs->q.retry;
-            qs->tokens -= 1;
+            d->retry = d->t.has_retry ? d->t.retry : qretry;
             pthread_mutex_lock(&s->mu);
+            qs->tokens -= 1;
             qs->inflight++;
             s->inflight++;
+            if (s->todo_tail) s->todo_tail->next = d; else s->todo = d;
+            s->todo_tail = d;
+            pthread_cond_signal(&s->work_cv);
             pthread_mutex_unlock(&s->mu);
-            pthread_t th;
-            pthread_attr_t at;
-            pthread_attr_init(&at);
-            pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-            if (pthread_create(&th, &at, deliver_thread, d) != 0) {
-                /* Leave it leased; it comes back when the lease ends. */
-                pthread_mutex_lock(&s->mu);
-                qs->inflight--;
-                s->inflight--;
-                pthread_mutex_unlock(&s->mu);
-                tq_task_free(&d->t);
-                free(d);
-            }
-            pthread_attr_destroy(&at);
         }
         free(tasks);
     }
@@ -331,8 +408,20 @@ static void *loop(void *arg)
 {
     scheduler *s = arg;
     while (!atomic_load(&s->stopping)) {
+        int64_t t0 = now_ms();
+        settle(s);
         fire_cron(s, wall_us() / 1000000);
         run_queues(s);
+        /* Under load, let finished deliveries gather for a few ms so that
+         * settling and leasing take one kv commit for many tasks. */
+        int64_t spent = now_ms() - t0;
+        pthread_mutex_lock(&s->mu);
+        int busy = s->inflight > 0;
+        pthread_mutex_unlock(&s->mu);
+        if (spent < BATCH_MS && busy && !atomic_load(&s->stopping)) {
+            struct timespec nap = {0, (long)(BATCH_MS - spent) * 1000000L};
+            nanosleep(&nap, NULL);
+        }
         pthread_mutex_lock(&s->mu);
         if (!s->woken && !atomic_load(&s->stopping)) {
             struct timespec ts;
@@ -351,6 +440,24 @@ void scheduler_wake(void *arg)
 {
     scheduler *s = arg;
     pthread_mutex_lock(&s->mu);
+    s->woken = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void scheduler_update_queue(void *arg, const tq_queue *q)
+{
+    scheduler *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->nq; i++) {
+        qstate *qs = &s->qs[i];
+        if (strcmp(qs->q.name, q->name) || qs->q.pull != q->pull) continue;
+        qs->q.rate_per_s = q->rate_per_s;
+        qs->q.bucket_size = q->bucket_size;
+        qs->q.max_concurrent = q->max_concurrent;
+        qs->q.retry = q->retry;
+        if (qs->tokens > qs->q.bucket_size) qs->tokens = qs->q.bucket_size;
+    }
     s->woken = 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -404,7 +511,12 @@ scheduler *scheduler_start(const sched_config *c, char *err, size_t errlen)
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (pthread_create(&s->th, NULL, loop, s) != 0) {
+    pthread_cond_init(&s->work_cv, NULL);
+    for (int i = 0; i < WORKERS; i++) {
+        if (pthread_create(&s->workers[i], NULL, worker, s) != 0) break;
+        s->nworkers++;
+    }
+    if (s->nworkers == 0 || pthread_create(&s->th, NULL, loop, s) != 0) {
         set_err(err, errlen, "cannot start the task scheduler thread");
         s->th = pthread_self();
         atomic_store(&s->stopping, 1);
@@ -419,10 +531,19 @@ void scheduler_stop(scheduler *s)
     if (!s) return;
     atomic_store(&s->stopping, 1);
     scheduler_wake(s);
-    pthread_join(s->th, NULL);
     pthread_mutex_lock(&s->mu);
-    while (s->inflight > 0) pthread_cond_wait(&s->cv, &s->mu);
+    pthread_cond_broadcast(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    for (int i = 0; i < s->nworkers; i++) pthread_join(s->workers[i], NULL);
+    settle(s);                         /* finished (or cut-short) deliveries */
+    while (s->todo) {                  /* never sent: back to their queues */
+        delivery *d = s->todo;
+        s->todo = d->next;
+        release_lease(s, d);
+        tq_task_free(&d->t);
+        free(d);
+    }
     for (size_t i = 0; i < s->cron.n; i++) {
         cron_job *k = &s->cron.jobs[i];
         free(k->url); free(k->schedule); free(k->timezone); free(k->target); free(k->description);
@@ -434,6 +555,7 @@ void scheduler_stop(scheduler *s)
     free(s->base_url);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->work_cv);
     OPENSSL_cleanse(s->key, sizeof s->key);
     free(s);
 }

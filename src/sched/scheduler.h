@@ -36,6 +36,9 @@ typedef struct {
 scheduler *scheduler_start(const sched_config *c, char *err, size_t errlen);
 /* Look for due tasks now (the taskqueue service calls it after adds). */
 void scheduler_wake(void *s);
+/* Apply a queue's new rate, bucket size, concurrency limit and retry
+ * parameters (UpdateQueue; the taskqueue service's update hook). */
+void scheduler_update_queue(void *s, const tq_queue *q);
 /* Stops the thread and waits for deliveries in flight (they are cut short;
  * their tasks stay leased and are delivered again later). */
 void scheduler_stop(scheduler *s);

@@ -299,6 +299,8 @@ static int add_body(kv_txn *txn, void *p, char *err, size_t errlen)
     key_tomb(&k, a->app, a->queue, a->t->name);
     rc = kv_get(txn, buf_rp(&k), buf_unread(&k), &v, &vn, err, errlen);
     buf_free(&k);
+    /* Names are remembered for TQ_TOMBSTONE_DAYS, as App Engine does; an older tombstone is overwritten. */
+    if (rc == KV_OK && vn == 8 && wall_us() - (int64_t)get_be64(v) > TQ_TOMBSTONE_DAYS * 86400LL * 1000000) rc = KV_NOTFOUND;
     if (rc == KV_OK) { set_err(err, errlen, "the task name %s was used by a task that was already deleted or run", a->t->name); return TQE_TOMBSTONED_TASK; }
     if (rc != KV_NOTFOUND) return rc == KV_CONFLICT ? TXN_INTERNAL - KV_CONFLICT : TXN_INTERNAL;
     return write_task(txn, a->app, a->queue, a->t, err, errlen);
@@ -318,6 +320,44 @@ int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task 
     if (!key_fits(app, queue, t->name, err, errlen)) return TQE_INVALID_TASK_NAME;
     add_arg a = {app, queue, t};
     return run_txn(s, 1, add_body, &a, err, errlen);
+}
+
+typedef struct { const char *app; const char *const *queues; const tq_task *const *tasks; size_t n; int *const *rc; } addmany_arg;
+
+static int addmany_body(kv_txn *txn, void *p, char *err, size_t errlen)
+{
+    addmany_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!key_fits(a->app, a->queues[i], a->tasks[i]->name, err, errlen)) { *a->rc[i] = TQE_INVALID_TASK_NAME; continue; }
+        add_arg one = {a->app, a->queues[i], a->tasks[i]};
+        int r = add_body(txn, &one, err, errlen);
+        if (r <= TXN_INTERNAL) return r;          /* conflict or internal: the whole batch again / fails */
+        *a->rc[i] = r;
+        /* a task named twice in one batch: the second sees the first */
+    }
+    return TQE_OK;
+}
+
+int tq_store_add_many(tq_store *s, const char *app, const char *const *queues, const tq_task *const *tasks, size_t n,
+                      int *const *rc, char *err, size_t errlen)
+{
+    addmany_arg a = {app, queues, tasks, n, rc};
+    int r = run_txn(s, 1, addmany_body, &a, err, errlen);
+    if (r != TQE_OK)
+        for (size_t i = 0; i < n; i++) *rc[i] = r;
+    return r;
+}
+
+int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen)
+{
+    if (errlen) err[0] = 0;
+    if (!key_fits(app, queue, t->name, err, errlen)) return KV_ERROR;
+    add_arg a = {app, queue, t};
+    int r = add_body(txn, &a, err, errlen);
+    if (r == TQE_OK) return KV_OK;
+    if (r == TXN_INTERNAL - KV_CONFLICT) return KV_CONFLICT;
+    if (r != TXN_INTERNAL && !*err) set_err(err, errlen, "the task %s could not be added (error %d)", t->name, r);
+    return KV_ERROR;
 }
 
 /* ---- delete ---- */
@@ -351,6 +391,27 @@ int tq_store_delete(tq_store *s, const char *app, const char *queue, const char 
     if (!key_fits(app, queue, name, err, errlen)) return TQE_UNKNOWN_TASK;
     del_arg a = {app, queue, name};
     return run_txn(s, 1, del_body, &a, err, errlen);
+}
+
+typedef struct { const char *app, *queue; const char *const *names; size_t n; } delmany_arg;
+
+static int delmany_body(kv_txn *txn, void *p, char *err, size_t errlen)
+{
+    delmany_arg *a = p;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!key_fits(a->app, a->queue, a->names[i], err, errlen)) continue;
+        del_arg d = {a->app, a->queue, a->names[i]};
+        int rc = del_body(txn, &d, err, errlen);
+        if (rc != TQE_OK && rc != TQE_UNKNOWN_TASK && rc != TQE_TOMBSTONED_TASK) return rc;
+    }
+    return TQE_OK;
+}
+
+int tq_store_delete_many(tq_store *s, const char *app, const char *queue, const char *const *names, size_t n,
+                         char *err, size_t errlen)
+{
+    delmany_arg a = {app, queue, names, n};
+    return run_txn(s, 1, delmany_body, &a, err, errlen);
 }
 
 /* ---- scans ---- */

@@ -33,6 +33,9 @@ enum {
     TQE_TASK_LEASE_EXPIRED = 25, TQE_QUEUE_PAUSED = 26, TQE_INVALID_TAG = 27,
 };
 
+/* A deleted or completed task's name cannot be reused for this many days. */
+#define TQ_TOMBSTONE_DAYS 7
+
 /* Method numbers as in TaskQueueAddRequest.RequestMethod. */
 enum { TQ_GET = 1, TQ_POST = 2, TQ_HEAD = 3, TQ_PUT = 4, TQ_DELETE = 5 };
 
@@ -66,8 +69,22 @@ void tq_store_free(tq_store *s);   /* does not close kv */
 
 /* Add t to app/queue. Returns a TQE_* code; err has one sentence when not OK. */
 int tq_store_add(tq_store *s, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
+/* Add n tasks (task i to queues[i]) in one transaction: *rc[i] gets each
+ * task's own code (TQE_OK, TQE_TASK_ALREADY_EXISTS, TQE_TOMBSTONED_TASK,
+ * TQE_INVALID_TASK_NAME). Returns TQE_OK, or an error for the whole batch,
+ * which is then not stored (every *rc[i] of a stored-to-be task set to it). */
+int tq_store_add_many(tq_store *s, const char *app, const char *const *queues, const tq_task *const *tasks, size_t n,
+                      int *const *rc, char *err, size_t errlen);
+/* The same, inside the caller's write transaction txn (a datastore commit:
+ * transactional adds). KV_OK, KV_CONFLICT (retry the whole transaction), or
+ * another KV_* result with err set (also for a name in use or tombstoned). */
+int tq_store_add_in(kv_txn *txn, const char *app, const char *queue, const tq_task *t, char *err, size_t errlen);
 /* Delete a task (tombstoning its name). TQE_OK, TQE_UNKNOWN_TASK, TQE_TOMBSTONED_TASK or internal. */
 int tq_store_delete(tq_store *s, const char *app, const char *queue, const char *name, char *err, size_t errlen);
+/* Delete (and tombstone) several tasks of one queue in one transaction;
+ * names already gone are skipped. TQE_OK or an error for the whole batch. */
+int tq_store_delete_many(tq_store *s, const char *app, const char *queue, const char *const *names, size_t n,
+                         char *err, size_t errlen);
 /* Remove every task in the queue (no tombstones). */
 int tq_store_purge(tq_store *s, const char *app, const char *queue, char *err, size_t errlen);
 int tq_store_set_paused(tq_store *s, const char *app, const char *queue, int paused, char *err, size_t errlen);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "kv/kv.h"
 #include "sched/cron.h"
 #include "sched/queueyaml.h"
@@ -285,6 +286,38 @@ TEST(task_store)
     CHECK_INT(n, 0);
     CHECK_INT(tq_store_stats(s, "dev~x", "q", &n, &oldest, err, sizeof err), TQE_OK);
     CHECK_INT(n, 2);
+
+    /* delete_many: one transaction, names already gone skipped, names tombstoned */
+    tq_task m1 = mk("m1", 100), m2 = mk("m2", 100);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m1, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m2, err, sizeof err), TQE_OK);
+    const char *names[] = {"m1", "nosuch", "m2"};
+    CHECK_INT(tq_store_delete_many(s, "dev~x", "m", names, 3, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_stats(s, "dev~x", "m", &n, &oldest, err, sizeof err), TQE_OK);
+    CHECK_INT(n, 0);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m1, err, sizeof err), TQE_TOMBSTONED_TASK);
+    /* a tombstone older than TQ_TOMBSTONE_DAYS no longer blocks its name */
+    kv_txn *kt;
+    CHECK_INT(kv_begin(kv, 1, &kt, err, sizeof err), KV_OK);
+    uint8_t when[8];
+    uint64_t old = (uint64_t)(wall_us() - (TQ_TOMBSTONE_DAYS + 1) * 86400LL * 1000000);
+    for (int i = 0; i < 8; i++) when[i] = (uint8_t)(old >> (56 - 8 * i));
+    CHECK_INT(kv_put(kt, "Q/dev~x/m/x/m2", 14, when, 8, err, sizeof err), KV_OK);
+    CHECK_INT(kv_commit(kt, err, sizeof err), KV_OK);
+    CHECK_INT(tq_store_add(s, "dev~x", "m", &m2, err, sizeof err), TQE_OK);
+    /* add_many: one transaction, a code per task */
+    tq_task n1 = mk("n1", 100), n2 = mk("n2", 100);
+    const char *qs[] = {"n", "n", "n"};
+    const tq_task *ts[] = {&n1, &m1, &n2};
+    int r0 = -1, r1 = -1, r2 = -1;
+    int *const rcs[] = {&r0, &r1, &r2};
+    CHECK_INT(tq_store_add(s, "dev~x", "n", &m1, err, sizeof err), TQE_OK);
+    CHECK_INT(tq_store_add_many(s, "dev~x", qs, ts, 3, rcs, err, sizeof err), TQE_OK);
+    CHECK(r0 == TQE_OK && r1 == TQE_TASK_ALREADY_EXISTS && r2 == TQE_OK);
+    CHECK_INT(tq_store_stats(s, "dev~x", "n", &n, &oldest, err, sizeof err), TQE_OK);
+    CHECK_INT(n, 3);
+    tq_task_free(&n1); tq_task_free(&n2);
+    tq_task_free(&m1); tq_task_free(&m2);
 
     tq_task_free(&a); tq_task_free(&b); tq_task_free(&c);
     tq_task_free(&p1); tq_task_free(&p2); tq_task_free(&p3);

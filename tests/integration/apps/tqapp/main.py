@@ -7,6 +7,7 @@ import urllib.parse
 from google.appengine.api import taskqueue
 from google.appengine.api import wrap_wsgi_app
 from google.appengine.api import apiproxy_stub_map
+from google.appengine.api import memcache
 from google.appengine.api.taskqueue import taskqueue_service_bytes_pb2 as tq_pb
 from google.appengine.ext import deferred
 from google.appengine.ext import ndb
@@ -21,6 +22,54 @@ class Seen(ndb.Model):
 
 def record(tag, path, headers, body=""):
     Seen(parent=ndb.Key("Tag", tag), path=path, headers=headers, body=body, at=time.time()).put()
+
+
+class Counter(ndb.Model):
+    n = ndb.IntegerProperty(default=0)
+
+
+@ndb.transactional(propagation=ndb.TransactionOptions.INDEPENDENT)
+def bump_elsewhere(tag):
+    c = Counter.get_by_id(tag) or Counter(id=tag)
+    c.n += 100
+    c.put()
+
+
+def txadd(tag, mode, countdown=0):
+    """A task added inside a datastore transaction; returns what the test checks."""
+    attempts = []
+
+    @ndb.transactional(xg=True, retries=3)
+    def work():
+        attempts.append(1)
+        c = Counter.get_by_id(tag) or Counter(id=tag)
+        c.n += 1
+        c.put()
+        kw = {"countdown": countdown} if countdown else {}
+        if mode == "bulk":
+            taskqueue.Queue("default").add([taskqueue.Task(url="/work/" + tag, payload="bulk-%d" % i) for i in range(2)],
+                                           transactional=True)
+        elif mode == "toomany":
+            try:
+                for i in range(6):
+                    taskqueue.add(url="/work/" + tag, payload="many-%d" % i, transactional=True)
+            except taskqueue.TooManyTasksError:
+                attempts.append("toomany")
+        elif mode == "deferred":
+            deferred.defer(deferred_work, tag, 7, _transactional=True, **({"_countdown": countdown} if countdown else {}))
+        else:
+            taskqueue.add(url="/work/" + tag, payload="attempt-%d" % len(attempts), transactional=True, **kw)
+        if mode == "rollback":
+            raise ValueError("rolled back on purpose")
+        if mode == "conflict" and len(attempts) == 1:
+            bump_elsewhere(tag)          # the outer commit now conflicts; ndb runs work() again
+
+    try:
+        work()
+    except ValueError:
+        pass
+    c = Counter.get_by_id(tag)
+    return {"attempts": len(attempts), "n": c.n if c else None}
 
 
 def deferred_work(tag, value):
@@ -41,6 +90,10 @@ def app(environ, start_response):
     if path == "/add":
         kw = {"url": "/work/" + q["tag"], "queue_name": q.get("queue", "default"),
               "headers": {"X-Custom": "c1"}, "payload": q.get("payload", "hello")}
+        if "url" in q:
+            kw["url"] = q["url"]
+        if "retry_limit" in q:
+            kw["retry_options"] = taskqueue.TaskRetryOptions(task_retry_limit=int(q["retry_limit"]))
         if "name" in q:
             kw["name"] = q["name"]
         if "countdown" in q:
@@ -60,8 +113,49 @@ def app(environ, start_response):
         record(tag, path, h, body)
         if tag.startswith("fail2") and int(h.get("X-Appengine-Taskretrycount", "0")) < 2:
             status, out = "500 Internal Server Error", "failing on purpose"
-    elif path == "/admin/cron" or path == "/admin/x":
-        record("cron" if path == "/admin/cron" else "adminx", path, task_headers(environ))
+        if tag.startswith("failall"):
+            status, out = "503 Service Unavailable", "always failing"
+    elif path.startswith("/conc/"):
+        tag = path[6:]
+        inflight = memcache.incr("conc-" + tag, initial_value=0)
+        record(tag, path, {"conc": inflight, "queue": environ.get("HTTP_X_APPENGINE_QUEUENAME")})
+        time.sleep(float(q.get("sleep", "0")))
+        memcache.decr("conc-" + tag)
+    elif path == "/bulk":
+        n = int(q["n"])
+        sleep = q.get("sleep", "0")
+        tasks = [taskqueue.Task(url="/conc/%s?sleep=%s" % (q["tag"], sleep), method="GET") for _ in range(n)]
+        for i in range(0, n, 100):
+            taskqueue.Queue(q["queue"]).add(tasks[i:i + 100])
+        out = str(time.time())
+    elif path == "/update":
+        import os
+        req = tq_pb.TaskQueueUpdateQueueRequest(app_id=os.environ.get("GAE_APPLICATION", "").encode(),
+                                                queue_name=q["queue"].encode(),
+                                                bucket_refill_per_second=float(q["rate"]),
+                                                bucket_capacity=int(q["bucket"]))
+        if "max" in q:
+            req.max_concurrent_requests = int(q["max"])
+        try:
+            apiproxy_stub_map.MakeSyncCall("taskqueue", "UpdateQueue", req, tq_pb.TaskQueueUpdateQueueResponse())
+        except Exception as e:
+            out = "error:%s" % getattr(e, "application_error", type(e).__name__)
+    elif path == "/query":
+        import os
+        req = tq_pb.TaskQueueQueryTasksRequest(app_id=os.environ.get("GAE_APPLICATION", "").encode(),
+                                               queue_name=q["queue"].encode(), max_rows=10)
+        resp = tq_pb.TaskQueueQueryTasksResponse()
+        apiproxy_stub_map.MakeSyncCall("taskqueue", "QueryTasks", req, resp)
+        st = taskqueue.Queue(q["queue"]).fetch_statistics()
+        out = json.dumps({"tasks": [{"name": t.task_name.decode(), "eta": t.eta_usec, "url": t.url.decode(),
+                                     "method": t.method, "body": t.body.decode(),
+                                     "headers": {h.key.decode(): h.value.decode() for h in t.header}}
+                                    for t in resp.task],
+                          "stats": [st.tasks, st.oldest_eta_usec]})
+    elif path == "/txadd":
+        out = json.dumps(txadd(q["tag"], q["mode"], float(q.get("countdown", 0))))
+    elif path == "/admin/cron" or path.startswith("/admin/x"):
+        record("cron" if path == "/admin/cron" else path[7:], path, task_headers(environ))
     elif path == "/seen":
         rows = Seen.query(ancestor=ndb.Key("Tag", q["tag"])).order(Seen.at).fetch()
         out = json.dumps([{"path": r.path, "headers": r.headers, "body": r.body, "at": r.at} for r in rows])
