@@ -151,20 +151,24 @@ def cpu_by_pid(pids):
 
 
 def mem_of(pid):
-    """(rss_kib, pss_kib) of pid; (0, 0) if it is gone."""
-    rss = pss = 0
+    """(rss_kib, pss_kib, anon_kib) of pid; zeros if it is gone. anon is
+    RssAnon: RSS without file-backed pages (mapped files such as the request
+    log store's LMDB file, which are page cache the kernel can reclaim)."""
+    rss = pss = anon = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 if line.startswith("Pss:"):
                     pss = int(line.split()[1])
     except OSError:
         pass
-    return rss, pss
+    return rss, pss, anon
 
 
 def pin(pids, cpus):
@@ -630,12 +634,12 @@ def mem_report(stack_list, label):
     for s in stack_list:
         pids |= s.pids()
     rows = []
-    rss = pss = 0
+    rss = pss = anon = 0
     for pid in sorted(pids):
-        a, b = mem_of(pid)
-        rss, pss = rss + a, pss + b
+        a, b, c = mem_of(pid)
+        rss, pss, anon = rss + a, pss + b, anon + c
         rows.append((pid, comm_of(pid), a, b, nthreads(pid)))
-    return {"label": label, "rss_kib": rss, "pss_kib": pss, "procs": rows}
+    return {"label": label, "rss_kib": rss, "pss_kib": pss, "anon_kib": anon, "procs": rows}
 
 
 def main():
@@ -949,7 +953,7 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
         ratio("wsgi", "nginx+gunicorn sync", 1.5)
         ratio("wsgi", "nginx+gunicorn gthread", 1.5)
         p()
-    p(f"{'memory':34} {'idle RSS':>10} {'idle PSS':>10} {'after RSS':>10} {'after PSS':>10}  processes")
+    p(f"{'memory':34} {'idle RSS':>10} {'idle PSS':>10} {'after RSS':>10} {'after PSS':>10} {'after anon':>10}  processes")
     for key, m in mem_idle.items():
         a = mem_after[key]
         def names(rows):
@@ -957,11 +961,13 @@ def report(args, targets, results, heads, mem_idle, mem_after, ls0, ls1, served,
         procs = names(a["procs"]) if a["procs"] else \
             f"none left running (idle: {names(m['procs']) or 'none'})"
         p(f"{m['label']:34} {m['rss_kib'] / 1024:8.1f}MB {m['pss_kib'] / 1024:8.1f}MB "
-          f"{a['rss_kib'] / 1024:8.1f}MB {a['pss_kib'] / 1024:8.1f}MB  {procs}")
+          f"{a['rss_kib'] / 1024:8.1f}MB {a['pss_kib'] / 1024:8.1f}MB {a.get('anon_kib', 0) / 1024:8.1f}MB  {procs}")
     if cz:
         a, b = mem_after["cyclozzo"], mem_after["nginx+gunicorn sync"]
         if a["rss_kib"] and b["rss_kib"]:
-            p(f"RSS Cyclozzo/(nginx+gunicorn sync) after load: x{a['rss_kib'] / b['rss_kib']:.2f}")
+            p(f"RSS Cyclozzo/(nginx+gunicorn sync) after load: x{a['rss_kib'] / b['rss_kib']:.2f}"
+              f" (anonymous memory only: x{a.get('anon_kib', 0) / max(b.get('anon_kib', 0), 1):.2f};"
+              f" the rest is page cache of mapped files, e.g. the request log store)")
     p()
     grow = {k: ls1[k] - ls0[k] for k in ls1}
     p("log bytes written per request served: " + ", ".join(

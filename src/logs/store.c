@@ -295,7 +295,10 @@ static void *writer_main(void *arg)
             if (rc) log_error("logs", "app=%s msg=\"cannot write the request log\" err=%s", log_q(ls->project), log_q(mdb_strerror(rc)));
             free_items(items);
         }
-        logstore_prune(ls, wall_us());
+        /* Prune in rounds until under the limits, so that a store taking
+         * more records per batch than one round deletes still keeps to
+         * max_bytes (bounded: the next batch goes on pruning). */
+        for (int round = 0; round < 8 && logstore_prune(ls, wall_us()) == PRUNE_BATCH; round++) {}
         int64_t now = now_us();
         if (now - ls->last_sync_us > SYNC_EVERY_US) { mdb_env_sync(ls->env, 1); ls->last_sync_us = now; }
 
@@ -341,10 +344,10 @@ void logstore_add_request(logstore *ls, const logrec *r)
     it->size = r->response_size;
     const char *v[RS_N] = {r->app_id, r->module, r->version, r->ip, r->nickname, r->method, r->resource,
                            r->http_version, r->referrer, r->user_agent, r->host};
-    for (int i = 0; i < RS_N; i++) {
-        const char *x = v[i] ? v[i] : "";
-        buf_append(&it->data, x, strlen(x) + 1);
-    }
+    size_t len[RS_N], total = 0;
+    for (int i = 0; i < RS_N; i++) total += (len[i] = v[i] ? strlen(v[i]) : 0) + 1;
+    buf_reserve(&it->data, total);          /* one allocation for the strings */
+    for (int i = 0; i < RS_N; i++) buf_append(&it->data, v[i] ? v[i] : "", len[i] + 1);
     enqueue(ls, it);
 }
 
