@@ -72,6 +72,7 @@ struct logstore {
     int sync_wanted;              /* logstore_sync waits: commit now */
     pthread_t writer;
     int64_t last_sync_us;
+    buf enc;                      /* writer thread: a record being encoded */
 };
 
 static void put_be64(uint8_t *p, uint64_t v) { for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; } }
@@ -110,13 +111,14 @@ static int get_seq_of(MDB_txn *txn, logstore *ls, const char *rid, uint64_t *seq
     return 0;
 }
 
-/* Store value (header + pb) for rid at a new seq, removing its old record. */
-static int put_record(MDB_txn *txn, logstore *ls, const char *rid, const uint8_t *hdr, const void *pb, size_t n)
+/* Store value (header + pb) for rid at a new seq, removing its old record
+ * (at old_seq, when has_old: the caller has looked it up already). */
+static int put_record(MDB_txn *txn, logstore *ls, const char *rid, const uint8_t *hdr, const void *pb, size_t n,
+                      int has_old, uint64_t old_seq)
 {
-    uint64_t old;
-    if (get_seq_of(txn, ls, rid, &old) == 0) {
+    if (has_old) {
         uint8_t ok[8];
-        put_be64(ok, old);
+        put_be64(ok, old_seq);
         MDB_val k = {8, ok};
         mdb_del(txn, ls->req, &k, NULL);
     }
@@ -132,8 +134,8 @@ static int put_record(MDB_txn *txn, logstore *ls, const char *rid, const uint8_t
     return mdb_put(txn, ls->rid, &rk, &rv, 0);
 }
 
-/* The record of rid as (header copy, pb view); -1 if none. */
-static int get_record(MDB_txn *txn, logstore *ls, const char *rid, uint8_t *hdr, MDB_val *pb)
+/* The record of rid as (header copy, pb view) and its seq; -1 if none. */
+static int get_record(MDB_txn *txn, logstore *ls, const char *rid, uint8_t *hdr, MDB_val *pb, uint64_t *seq_out)
 {
     uint64_t seq;
     if (get_seq_of(txn, ls, rid, &seq) < 0) return -1;
@@ -144,6 +146,7 @@ static int get_record(MDB_txn *txn, logstore *ls, const char *rid, uint8_t *hdr,
     memcpy(hdr, v.mv_data, HDR);
     pb->mv_data = (uint8_t *)v.mv_data + HDR;
     pb->mv_size = v.mv_size - HDR;
+    *seq_out = seq;
     return 0;
 }
 
@@ -151,14 +154,14 @@ static int write_request(MDB_txn *txn, logstore *ls, qitem *it)
 {
     uint8_t hdr[HDR] = {0}, old[HDR];
     MDB_val pb;
-    if (get_record(txn, ls, it->rid, old, &pb) == 0) hdr[9] = old[9];   /* keep the lines' level */
+    uint64_t old_seq = 0;
+    int has_old = get_record(txn, ls, it->rid, old, &pb, &old_seq) == 0;
+    if (has_old) hdr[9] = old[9];   /* keep the lines' level */
     put_be64(hdr, (uint64_t)it->time_us);
     hdr[8] = 1;
-    buf b = BUF_INIT;
-    encode_request(it, &b);
-    int rc = put_record(txn, ls, it->rid, hdr, b.data, b.len);
-    buf_free(&b);
-    return rc;
+    buf_reset(&ls->enc);            /* the writer's buffer, reused record to record */
+    encode_request(it, &ls->enc);
+    return put_record(txn, ls, it->rid, hdr, ls->enc.data, ls->enc.len, has_old, old_seq);
 }
 
 static int write_lines(MDB_txn *txn, logstore *ls, qitem *it)
@@ -192,12 +195,11 @@ static int write_lines(MDB_txn *txn, logstore *ls, qitem *it)
     }
     uint8_t hdr[HDR];
     MDB_val pb;
-    if (get_record(txn, ls, it->rid, hdr, &pb) == 0) {
+    uint64_t seq;
+    if (get_record(txn, ls, it->rid, hdr, &pb, &seq) == 0) {
         if (maxlvl + 1 <= hdr[9]) return 0;
         hdr[9] = (uint8_t)(maxlvl + 1);
         /* rewrite in place (same seq): a finished record keeps its order */
-        uint64_t seq;
-        get_seq_of(txn, ls, it->rid, &seq);
         uint8_t sk[8];
         put_be64(sk, seq);
         buf copy = BUF_INIT;
@@ -221,7 +223,7 @@ static int write_lines(MDB_txn *txn, logstore *ls, qitem *it)
     pb_put_bytes(&b, 3, it->rid, rl);
     pb_put_int(&b, 6, it->time_us);
     pb_put_bool(&b, 27, 0);
-    rc = put_record(txn, ls, it->rid, hdr, b.data, b.len);
+    rc = put_record(txn, ls, it->rid, hdr, b.data, b.len, 0, 0);
     buf_free(&b);
     return rc;
 }
@@ -745,6 +747,7 @@ void logstore_close(logstore *ls)
     pthread_mutex_destroy(&ls->mu);
     pthread_cond_destroy(&ls->cv);
     pthread_cond_destroy(&ls->done_cv);
+    buf_free(&ls->enc);
     free(ls->project);
     free(ls);
 }
