@@ -168,8 +168,8 @@ static int to_transform(const transform_msg *m, int index, img_transform *t,
 
 static int check_output(const output_settings *o, char *err, size_t errlen)
 {
-    if (o->mime_type < IMG_OUT_PNG || o->mime_type > IMG_OUT_GIF) {
-        set_err(err, errlen, "Unknown output encoding %d; use PNG (0), JPEG (1), WEBP (2) or GIF (3).",
+    if (o->mime_type < IMG_OUT_PNG || o->mime_type > IMG_OUT_WEBP) {
+        set_err(err, errlen, "Unknown output encoding %d; use PNG (0), JPEG (1) or WEBP (2).",
                 (int)o->mime_type);
         return IMG_E_BAD_TRANSFORM_DATA;
     }

@@ -573,12 +573,9 @@ int img_encode(const img *im, int out_type, int quality, int has_bg, uint32_t bg
     case IMG_OUT_WEBP:
         rc = vips_webpsave_buffer(v, &data, &len, "Q", quality ? quality : 75, "strip", TRUE, NULL);
         break;
-    case IMG_OUT_GIF:
-        rc = vips_gifsave_buffer(v, &data, &len, "strip", TRUE, NULL);
-        break;
     default:
         g_object_unref(v);
-        set_err(err, errlen, "Unknown output encoding %d; use PNG (0), JPEG (1), WEBP (2) or GIF (3).",
+        set_err(err, errlen, "Unknown output encoding %d; use PNG (0), JPEG (1) or WEBP (2).",
                 out_type);
         return IMG_E_BAD_TRANSFORM_DATA;
     }

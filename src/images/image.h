@@ -50,7 +50,9 @@ typedef enum { IMG_FMT_UNKNOWN = 0, IMG_FMT_JPEG, IMG_FMT_PNG, IMG_FMT_GIF, IMG_
 
 /* Output encodings: OutputSettings.MIME_TYPE values, plus GIF, which the
  * protocol has no value for (Cyclozzo accepts 3 for it). */
-enum { IMG_OUT_PNG = 0, IMG_OUT_JPEG = 1, IMG_OUT_WEBP = 2, IMG_OUT_GIF = 3 };
+/* No GIF output: libvips' GIF writer (libimagequant) leaks on some inputs,
+ * and no App Engine SDK can ask for GIF. */
+enum { IMG_OUT_PNG = 0, IMG_OUT_JPEG = 1, IMG_OUT_WEBP = 2 };
 
 typedef struct img img;
 

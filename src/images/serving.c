@@ -273,7 +273,6 @@ static int render(img_server *s, const char *app, const img_serve_req *q, buf *o
         switch (img_source_format(im)) {
         case IMG_FMT_JPEG: out_type = IMG_OUT_JPEG; *mime = "image/jpeg"; break;
         case IMG_FMT_WEBP: out_type = IMG_OUT_WEBP; *mime = "image/webp"; break;
-        case IMG_FMT_GIF: out_type = IMG_OUT_GIF; *mime = "image/gif"; break;
         default: break;
         }
         rc = img_encode(im, out_type, 0, 0, 0, out, err, errlen);

@@ -224,15 +224,15 @@ def test_quality_changes_jpeg_and_webp(server):
         assert decode(lo).size == decode(hi).size == (64, 64)
 
 
-def test_gif_output_on_the_wire(server):
-    # The protocol has no GIF value; Cyclozzo takes mime_type 3 as GIF.
+def test_no_gif_output_on_the_wire(server):
+    # The protocol has no GIF value and Cyclozzo offers none: mime_type 3 is
+    # refused like any unknown encoding (GIF input is read, see above).
     req = pb.ImagesTransformRequest()
-    req.image.content = encode(halves(), "PNG")
+    req.image.content = encode(halves(), "GIF")
     req.transform.add().horizontal_flip = True
     req.output.mime_type = pb.OutputSettings.PNG
-    out = decode(transform_call(Wire(req, append=b"\x1a\x02\x08\x03")).image.content)   # mime_type 3
-    assert out.format == "GIF" and out.size == (40, 20)
-    assert rgb(out, (2, 2)) == BLUE and rgb(out, (37, 2)) == RED
+    e = app_error(transform_call, Wire(req, append=b"\x1a\x02\x08\x03"))   # mime_type 3
+    assert e.application_error == pb.ImagesServiceError.BAD_TRANSFORM_DATA and "encoding 3" in e.error_detail
 
 
 def test_alpha_kept_in_png_and_flattened_in_jpeg(server):

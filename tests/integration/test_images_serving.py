@@ -97,7 +97,7 @@ def test_formats_cache_and_etag(site):
                       headers={"If-None-Match": r.headers["ETag"]}, timeout=30)
     assert nm.status_code == 304 and not nm.content
     g = fetch(site, serving_url(site, "gifKey"))
-    assert g.headers["Content-Type"] == "image/gif"
+    assert g.headers["Content-Type"] == "image/png"                # GIF sources are served as PNG
     assert Image.open(io.BytesIO(g.content)).size == (50, 40)      # small images keep their size
 
 

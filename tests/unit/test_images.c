@@ -176,8 +176,9 @@ TEST(composite_and_metadata)
     CHECK_INT(h[2][255], 1);
     CHECK_INT(h[1][255], 23);
     CHECK_INT(img_encode(canvas, 9, 0, 0, 0, &out, err, sizeof err), IMG_E_BAD_TRANSFORM_DATA);
-    CHECK_INT(img_encode(canvas, IMG_OUT_GIF, 0, 0, 0, &out, err, sizeof err), IMG_OK);
-    CHECK(buf_unread(&out) > 6 && !memcmp(buf_rp(&out), "GIF8", 4));
+    CHECK_INT(img_encode(canvas, 3, 0, 0, 0, &out, err, sizeof err), IMG_E_BAD_TRANSFORM_DATA);   /* no GIF output */
+    CHECK_INT(img_encode(canvas, IMG_OUT_WEBP, 0, 0, 0, &out, err, sizeof err), IMG_OK);
+    CHECK(buf_unread(&out) > 12 && !memcmp(buf_rp(&out) + 8, "WEBP", 4));
     buf_reset(&out);
     CHECK_INT(img_metadata_json(dot, 1, &out, err, sizeof err), IMG_OK);
     CHECK_STR(buf_cstr(&out), "{\"ImageLength\":2,\"ImageWidth\":2}");
