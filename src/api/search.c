@@ -734,33 +734,19 @@ static int read_sort(pb_reader *r, int wt, search_req *q)
     return rc < 0 || s.err ? -1 : 0;
 }
 
-static int read_range(pb_reader *r, int wt, search_req *q, srefine *g)
+/* A range's start and end (bytes fields start_field and start_field + 1):
+ * FacetRefinement.Range { start 1, end 2 }, FacetRange { name 1, start 2,
+ * end 3 }. */
+static int read_bounds(pb_reader *r, int wt, search_req *q, srefine *g, uint32_t start_field)
 {
     pb_reader s;
     if (pb_sub(r, wt, &s) < 0) return -1;
     uint32_t f; int w, rc;
     while ((rc = pb_next(&s, &f, &w)) > 0) {
         bytes b;
-        if (f == 1 || f == 2) {
+        if (f == start_field || f == start_field + 1) {
             rc = pb_bytes(&s, w, &b.p, &b.n);
-            if (rc == 0) { if (f == 1) g->start = keep(q, b); else g->end = keep(q, b); }
-        } else rc = pb_skip(&s, w, f);
-        if (rc < 0) return -1;
-    }
-    return rc < 0 || s.err ? -1 : 0;
-}
-
-/* FacetRange { name 1, start 2, end 3 } */
-static int read_facet_range(pb_reader *r, int wt, search_req *q, srefine *g)
-{
-    pb_reader s;
-    if (pb_sub(r, wt, &s) < 0) return -1;
-    uint32_t f; int w, rc;
-    while ((rc = pb_next(&s, &f, &w)) > 0) {
-        bytes b;
-        if (f == 2 || f == 3) {
-            rc = pb_bytes(&s, w, &b.p, &b.n);
-            if (rc == 0) { if (f == 2) g->start = keep(q, b); else g->end = keep(q, b); }
+            if (rc == 0) { if (f == start_field) g->start = keep(q, b); else g->end = keep(q, b); }
         } else rc = pb_skip(&s, w, f);
         if (rc < 0) return -1;
     }
@@ -780,7 +766,7 @@ static int read_refinement(pb_reader *r, int wt, search_req *q)
         bytes b;
         if (f == 1) { rc = pb_bytes(&s, w, &b.p, &b.n); if (rc == 0) g->name = keep(q, b); }
         else if (f == 2) { rc = pb_bytes(&s, w, &b.p, &b.n); if (rc == 0) g->value = keep(q, b); }
-        else if (f == 3) rc = read_range(&s, w, q, g);
+        else if (f == 3) rc = read_bounds(&s, w, q, g, 1);
         else rc = pb_skip(&s, w, f);
         if (rc < 0) return -1;
     }
@@ -809,7 +795,7 @@ static int read_facet_request(pb_reader *r, int wt, search_req *q)
                     fr->ranges = xrealloc(fr->ranges, (size_t)(fr->nranges + 1) * sizeof *fr->ranges);
                     srefine *g = &fr->ranges[fr->nranges++];
                     memset(g, 0, sizeof *g);
-                    prc = read_facet_range(&pr, pw, q, g);
+                    prc = read_bounds(&pr, pw, q, g, 2);
                 } else if (pf == 3) {
                     prc = pb_bytes(&pr, pw, &b.p, &b.n);
                     if (prc == 0) {
