@@ -25,8 +25,11 @@
  *   server-wide, so both walk every server's items with
  *   `lru_crawler metadump all` and keep this app's keys: flush deletes them,
  *   stats count them (items, key + value bytes worked out from memcached's
- *   item size, oldest last-access time). Hits and misses are counted here,
- *   per app, by this API server.
+ *   item size, oldest last-access time). The crawler is no snapshot (an
+ *   item being moved between memcached's LRU lists can be missed), so
+ *   flush repeats until a pass finds none of the app's keys and stats
+ *   until two passes agree. Hits and misses are counted here, per app, by
+ *   this API server.
  * - for_peek reads expiry and last access with a meta get ("mg"), which
  *   libmemcached does not speak, on a short raw connection.
  * - Expirations: memcached's clock ticks in whole seconds, so a relative
@@ -861,6 +864,7 @@ typedef struct {
     /* flush */
     buf cmds;
     int flush;
+    uint64_t found;           /* flush: this app's keys met in the pass */
 } walk;
 
 static void walk_item(void *arg, raw *r, const dump_item *it)
@@ -870,6 +874,7 @@ static void walk_item(void *arg, raw *r, const dump_item *it)
     if (it->klen < w->plen || memcmp(it->key, w->prefix, w->plen)) return;
     if (w->flush) {
         buf_printf(&w->cmds, "delete %.*s noreply\r\n", (int)it->klen, it->key);
+        w->found++;
         return;
     }
     if (it->exp > 0 && it->exp <= w->now_s) return;                  /* expired, not yet reaped */
@@ -887,21 +892,28 @@ static int d_flush(mc_backend *b, const char *app, size_t app_len)
     walk w = { .prefix = prefix, .flush = 1 };
     w.plen = mcd_app_prefix(app, app_len, prefix);
     int rc = 0;
-    for (int i = 0; i < m->nservers; i++) {
-        raw r;
-        buf_reset(&w.cmds);
-        if (metadump(&m->servers[i], walk_item, &w, &r) < 0) {
-            mark(m, &m->servers[i], 1, "metadump failed");
-            rc = -1;
-            continue;
+    /* memcached's crawler is no snapshot: an item its LRU maintainer moves
+     * between the hot, warm and cold lists during a dump can be missed. So
+     * dump and delete again until a pass meets none of the app's keys. */
+    for (int pass = 0; pass < 8; pass++) {
+        w.found = 0;
+        for (int i = 0; i < m->nservers; i++) {
+            raw r;
+            buf_reset(&w.cmds);
+            if (metadump(&m->servers[i], walk_item, &w, &r) < 0) {
+                mark(m, &m->servers[i], 1, "metadump failed");
+                rc = -1;
+                continue;
+            }
+            /* The deletes, then a no-op whose answer says they are all done. */
+            buf_printf(&w.cmds, "mn\r\n");
+            size_t n;
+            char *line = NULL;
+            if (raw_send(&r, w.cmds.data, w.cmds.len) < 0 || !(line = raw_line(&r, &n)) || strcmp(line, "MN"))
+                rc = -1;
+            raw_close(&r);
         }
-        /* The deletes, then a no-op whose answer says they are all done. */
-        buf_printf(&w.cmds, "mn\r\n");
-        size_t n;
-        char *line = NULL;
-        if (raw_send(&r, w.cmds.data, w.cmds.len) < 0 || !(line = raw_line(&r, &n)) || strcmp(line, "MN"))
-            rc = -1;
-        raw_close(&r);
+        if (!w.found || rc < 0) break;
     }
     buf_free(&w.cmds);
     pthread_mutex_lock(&m->mu);
@@ -918,13 +930,22 @@ static void d_stats(mc_backend *b, const char *app, size_t app_len, int64_t now,
     char prefix[PREFIX_MAX + 1];
     walk w = { .prefix = prefix, .now_s = now / 1000 };
     w.plen = mcd_app_prefix(app, app_len, prefix);
-    for (int i = 0; i < m->nservers; i++) {
-        raw r;
-        if (metadump(&m->servers[i], walk_item, &w, &r) < 0) {
-            mark(m, &m->servers[i], 1, "metadump failed");
-            continue;
+    /* A dump can miss an item memcached is moving between its LRU lists
+     * (see d_flush): count until two passes in a row agree (at most 4). */
+    uint64_t prev = UINT64_MAX;
+    for (int pass = 0; pass < 4; pass++) {
+        w.items = w.bytes = 0;
+        w.oldest_la = 0;
+        for (int i = 0; i < m->nservers; i++) {
+            raw r;
+            if (metadump(&m->servers[i], walk_item, &w, &r) < 0) {
+                mark(m, &m->servers[i], 1, "metadump failed");
+                continue;
+            }
+            raw_close(&r);
         }
-        raw_close(&r);
+        if (w.items == prev) break;
+        prev = w.items;
     }
     out->items = w.items;
     out->bytes = w.bytes;
